@@ -1,0 +1,48 @@
+# certyard — see README.md.  `make run` serves ACME; `make test` runs the whole suite.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: run venv test lint bench clean
+
+# The server's own dependencies only (no test extras): a venv, then the project in editable mode.
+venv:
+	@if ! $(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1; then \
+		echo "make: $(PYTHON) cannot create a venv; installing python3-venv with apt" >&2; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -q --no-install-recommends python3 python3-venv \
+		|| { apt-get update -q && apt-get install -y -q --no-install-recommends python3 python3-venv; }; \
+	fi
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -e .
+
+run: venv
+	$(BIN)/certyard serve
+
+# Installs the test dependencies, starts the private PostgreSQL cluster, runs pytest over the
+# whole suite and stops PostgreSQL whatever happened, exiting with pytest's status.
+test:
+	scripts/install-test-deps.sh
+	@scripts/postgres-test.sh start
+	@trap 'scripts/postgres-test.sh stop' EXIT; trap 'exit 130' INT TERM; \
+	CERTYARD_TEST_POSTGRES_URL="$$(scripts/postgres-test.sh url)" \
+		$(BIN)/pytest -q $(PYTEST_ARGS)
+
+lint:
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+bench:
+	@shopt -s nullglob; scripts=(benchmarks/*.py); \
+	if [ $${#scripts[@]} -eq 0 ]; then echo "no benchmarks yet"; fi; \
+	for script in "$${scripts[@]}"; do \
+		echo "== $$script"; $(BIN)/python "$$script" || exit $$?; \
+	done
+
+# Removes caches and the test PostgreSQL cluster; keeps .venv and var/ca (the CA of `make run`).
+clean:
+	-@test ! -d var/pgtest || scripts/postgres-test.sh stop
+	rm -rf var/pgtest .pytest_cache .mypy_cache .ruff_cache build
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +

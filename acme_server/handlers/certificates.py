@@ -1,0 +1,120 @@
+"""Certificate download (RFC 8555 §7.4.2) and revocation (§7.6)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+import structlog
+from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from acme_server.context import ctx
+from acme_server.errors import AcmeError, malformed
+from acme_server.jws import jwk_public_key_der
+from acme_server.messages import RevokePayload, parse_payload
+from acme_server.pipeline import require_post_as_get, verify_post
+from ca.errors import CAError
+from storage.models import Authorization, Certificate
+
+log = structlog.get_logger("certyard.acme")
+
+PEM_CHAIN = "application/pem-certificate-chain"
+# RFC 5280 §5.3.1 reason codes; 7 is unused, and RFC 8555 §7.6 lets servers refuse others.
+REVOCATION_REASONS = {0, 1, 2, 3, 4, 5, 6, 8, 9, 10}
+
+
+async def download(request: web.Request) -> web.Response:
+    context = ctx(request)
+    verified = await verify_post(request)
+    require_post_as_get(verified)
+    account = verified.require_account()
+    async with context.sessions() as session:
+        cert = await session.get(Certificate, request.match_info["id"])
+    if cert is None or cert.account_id != account.id:
+        raise AcmeError("malformed", "no such certificate", status=404)
+    response = web.Response(body=cert.chain_pem.encode(), content_type=PEM_CHAIN)
+    response.headers.add("Link", f'<{context.urls.issuer(cert.issuer_id)}>;rel="up"')
+    return response
+
+
+async def issuer_certificate(request: web.Request) -> web.Response:
+    context = ctx(request)
+    pem = context.issuer_pems.get(request.match_info["id"])
+    if pem is None:
+        raise AcmeError("malformed", "no such issuer", status=404)
+    return web.Response(body=pem.encode(), content_type=PEM_CHAIN)
+
+
+def _decode_certificate(value: str) -> x509.Certificate:
+    try:
+        der = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+        return x509.load_der_x509_certificate(der)
+    except (ValueError, binascii.Error):
+        raise malformed("certificate is not base64url DER") from None
+
+
+async def revoke(request: web.Request) -> web.Response:
+    context = ctx(request)
+    verified = await verify_post(request, jwk_allowed=True)
+    payload = parse_payload(RevokePayload, verified.payload())
+    reason = 0 if payload.reason is None else payload.reason
+    if reason not in REVOCATION_REASONS:
+        raise AcmeError("badRevocationReason", f"revocation reason {reason} is not allowed")
+    target = _decode_certificate(payload.certificate)
+    der = target.public_bytes(serialization.Encoding.DER)
+    async with context.sessions() as session:
+        result = await session.execute(
+            select(Certificate).where(Certificate.serial == format(target.serial_number, "x"))
+        )
+        cert = result.scalar_one_or_none()
+        if cert is None or cert.der != der:
+            raise AcmeError("malformed", "certificate was not issued by this CA", status=404)
+        if verified.account is None:
+            # Signed with the certificate's own key (§7.6): the JWK must be that key.
+            spki = target.public_key().public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+            if jwk_public_key_der(verified.key) != spki:
+                raise AcmeError("unauthorized", "the JWS key is not the certificate's key")
+        elif cert.account_id != verified.account.id and not await _holds_authorizations(
+            session, verified.account.id, cert.names
+        ):
+            raise AcmeError(
+                "unauthorized",
+                "the account neither ordered this certificate nor controls its names",
+            )
+    if cert.status == "revoked":
+        raise AcmeError("alreadyRevoked", "certificate is already revoked")
+    try:
+        await context.issuer.revoke(cert.id, reason)
+    except CAError as exc:
+        if exc.kind == "conflict":
+            raise AcmeError("alreadyRevoked", "certificate is already revoked") from None
+        if exc.kind == "malformed":
+            raise AcmeError("badRevocationReason", exc.detail) from None
+        raise
+    log.info("certificate_revoked", certificate=cert.id, serial=cert.serial, reason=reason)
+    return web.Response(status=200)
+
+
+async def _holds_authorizations(session: AsyncSession, account_id: str, names: list[str]) -> bool:
+    """RFC 8555 §7.6: an account with valid authorizations for every name may revoke."""
+    for name in names:
+        wildcard = name.startswith("*.")
+        value = name[2:] if wildcard else name
+        result = await session.execute(
+            select(Authorization.id)
+            .where(
+                Authorization.account_id == account_id,
+                Authorization.identifier_value == value,
+                Authorization.status == "valid",
+            )
+            .limit(1)
+        )
+        if result.first() is None:
+            return False
+    return True

@@ -1,0 +1,74 @@
+"""The ``certyard`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from certyard.logs import configure_logging
+from certyard.settings import Settings, SettingsError, load_settings
+
+EXIT_CONFIG = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="certyard", description="certyard certificate platform")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the ACME server")
+    serve.add_argument("--config", type=Path, help="TOML file layered over conf/default.toml")
+    ca = sub.add_parser("ca", help="CA commands")
+    ca_sub = ca.add_subparsers(dest="ca_command", required=True)
+    root = ca_sub.add_parser("root", help="print the root CA certificate (PEM)")
+    root.add_argument("--config", type=Path)
+    db = sub.add_parser("db", help="database commands")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    upgrade = db_sub.add_parser("upgrade", help="apply pending migrations")
+    upgrade.add_argument("--config", type=Path)
+    return parser
+
+
+async def _print_root(settings: Settings) -> int:
+    from certyard.wiring import build_services
+
+    services = await build_services(settings)
+    try:
+        sys.stdout.write(services.hierarchy.root_pem())
+    finally:
+        await services.close()
+    return 0
+
+
+async def _db_upgrade(settings: Settings) -> int:
+    from storage.engine import create_engine, migrate
+
+    engine = create_engine(settings.database_url)
+    try:
+        await migrate(engine)
+    finally:
+        await engine.dispose()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+    except SettingsError as exc:
+        print(f"certyard: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    configure_logging(settings.log.level, settings.log.format)
+    if args.command == "serve":
+        from certyard.server import serve
+
+        return asyncio.run(serve(settings))
+    if args.command == "ca":
+        return asyncio.run(_print_root(settings))
+    if args.command == "db":
+        return asyncio.run(_db_upgrade(settings))
+    return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

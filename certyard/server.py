@@ -1,0 +1,120 @@
+"""``certyard serve``: one HTTPS listener for ACME, with background validation workers.
+
+The listener's certificate is issued by certyard's own CA at every start, for server.hostnames.
+SIGTERM and SIGINT stop accepting connections and let requests in flight finish (up to
+server.shutdown_grace_seconds) before the process exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import ssl
+from pathlib import Path
+
+import structlog
+from aiohttp import web
+
+from acme_server.app import create_app
+from acme_server.context import AcmeContext
+from acme_server.nonces import NonceService
+from acme_server.urls import Urls
+from acme_server.validation_worker import ValidationWorker
+from certyard.settings import Settings
+from certyard.wiring import Services, acme_config, build_services, ensure_private_dir, utc_now
+
+log = structlog.get_logger("certyard")
+
+
+async def server_ssl_context(services: Services) -> ssl.SSLContext:
+    creds = await services.issuance.issue_server_certificate(services.settings.server.hostnames)
+    tls_dir = ensure_private_dir(services.settings.server.data_dir / "tls")
+    cert_path = tls_dir / "server.pem"
+    key_path = tls_dir / "server.key"
+    # Each process writes its own pair (several instances may share a data dir).
+    suffix = f".{os.getpid()}"
+    cert_path = cert_path.with_name(cert_path.name + suffix)
+    key_path = key_path.with_name(key_path.name + suffix)
+    cert_path.write_text(creds.chain_pem)
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(creds.key_pem)  # encrypted PKCS#8: never a plaintext key at rest
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert_path, key_path, password=creds.key_password)
+    for path in (cert_path, key_path):
+        path.unlink(missing_ok=True)  # loaded; nothing to leave behind
+    return context
+
+
+def build_acme_context(services: Services, worker_wake: list[ValidationWorker]) -> AcmeContext:
+    config = acme_config(services.settings)
+    hierarchy = services.hierarchy
+    return AcmeContext(
+        config=config,
+        sessions=services.sessions,
+        issuer=services.issuance,
+        nonces=NonceService(services.sessions, utc_now, config.nonce_lifetime),
+        urls=Urls(config.base_url),
+        clock=utc_now,
+        issuer_pems={hierarchy.intermediate.id: hierarchy.intermediate.pem},
+        default_issuer_id=hierarchy.intermediate.id,
+        wake_validation=lambda: _wake_all(worker_wake),
+    )
+
+
+def _wake_all(workers: list[ValidationWorker]) -> None:
+    for worker in workers:
+        worker.wake()
+
+
+async def _purge_loop(context: AcmeContext) -> None:
+    while True:
+        await asyncio.sleep(300)
+        try:
+            await context.nonces.purge_expired()
+        except Exception:
+            log.exception("nonce_purge_failed")
+
+
+async def serve(settings: Settings) -> int:
+    services = await build_services(settings)
+    workers: list[ValidationWorker] = []
+    context = build_acme_context(services, workers)
+    worker = ValidationWorker(context, context.config.validation_workers)
+    workers.append(worker)
+    app = create_app(context)
+    ssl_context = await server_ssl_context(services)
+    host, port = settings.listen_host_port
+    runner = web.AppRunner(
+        app, shutdown_timeout=settings.server.shutdown_grace_seconds, access_log=None
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_context, reuse_address=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await site.start()
+        worker.start()
+        purge = asyncio.create_task(_purge_loop(context))
+        log.info(
+            "certyard_started",
+            acme_directory=context.urls.directory,
+            listen=f"{host}:{port}",
+            root_certificate=str(Path(settings.server.data_dir) / "ca" / "root.pem"),
+            database=settings.database_url.split("@")[-1],
+            instance=secrets.token_hex(4),
+        )
+        await stop.wait()
+        log.info("certyard_stopping")
+        purge.cancel()
+    finally:
+        await runner.cleanup()  # stops listening, waits for requests in flight
+        await worker.stop()
+        await services.close()
+    log.info("certyard_stopped")
+    return 0

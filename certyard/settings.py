@@ -1,0 +1,206 @@
+"""Settings: conf/default.toml, then an optional --config TOML file, then CERTYARD__SECTION__KEY.
+
+pydantic-settings does the merging and the environment parsing; this module only declares the
+keys (their names are public: outside tools set them) and turns a validation error into one line.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "conf" / "default.toml"
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _default_deny() -> list[IPNetwork]:
+    from acme_server.va import DEFAULT_DENY
+
+    return list(DEFAULT_DENY)
+
+
+class _Section(BaseModel):
+    # A misspelt key is an error, not a silently ignored setting.
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerSettings(_Section):
+    data_dir: Path = Path("var")
+    listen: str = "127.0.0.1:8443"
+    hostnames: list[str] = Field(default_factory=lambda: ["localhost"], min_length=1)
+    public_url: str | None = None
+    max_body_bytes: int = Field(default=65536, ge=1024, le=16 * 1024 * 1024)
+    shutdown_grace_seconds: float = Field(default=10, ge=0, le=600)
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        parse_hostport(value)
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _check_public_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError("must be an http(s) URL")
+        return value.rstrip("/") if value else value
+
+
+class LogSettings(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class DatabaseSettings(_Section):
+    url: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(
+            ("sqlite+aiosqlite://", "postgresql+asyncpg://")
+        ):
+            raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
+        return value
+
+
+class CASettings(_Section):
+    key_algorithm: Literal["ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096"] = "ec-p256"
+    organization: str = "certyard"
+    root_common_name: str = "certyard Root CA"
+    intermediate_common_name: str = "certyard Issuing CA 1"
+    leaf_validity_days: int = Field(default=90, ge=1, le=398)
+    key_passphrase_file: Path | None = None
+
+
+class AcmeSettings(_Section):
+    terms_of_service: str = ""
+    website: str = ""
+    caa_identities: list[str] = Field(default_factory=list)
+    http01_port: int = Field(default=80, ge=1, le=65535)
+    tlsalpn01_port: int = Field(default=443, ge=1, le=65535)
+    dns_resolvers: list[str] = Field(default_factory=list)
+    validation_deny: list[IPNetwork] = Field(default_factory=_default_deny)
+    nonce_lifetime_seconds: int = Field(default=3600, ge=10)
+    order_lifetime_seconds: int = Field(default=7 * 86400, ge=60)
+    authz_lifetime_seconds: int = Field(default=30 * 86400, ge=60)
+    authz_reuse_seconds: int = Field(default=30 * 86400, ge=0)
+    validation_workers: int = Field(default=8, ge=1, le=256)
+    validation_timeout_seconds: float = Field(default=10, gt=0, le=120)
+    orders_page_size: int = Field(default=50, ge=1, le=1000)
+
+    @field_validator("dns_resolvers")
+    @classmethod
+    def _check_resolvers(cls, value: list[str]) -> list[str]:
+        for item in value:
+            parse_hostport(item, default_port=53)
+        return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CERTYARD__",
+        env_nested_delimiter="__",
+        env_nested_max_split=1,
+        extra="forbid",
+        case_sensitive=False,
+    )
+
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    ca: CASettings = Field(default_factory=CASettings)
+    acme: AcmeSettings = Field(default_factory=AcmeSettings)
+
+    # Set by load_settings(): the TOML files, lowest priority first.
+    _toml_files: tuple[Path, ...] = ()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=list(_TOML_FILES), deep_merge=True)
+        return (init_settings, env_settings, toml)
+
+    @property
+    def database_url(self) -> str:
+        if self.database.url:
+            return self.database.url
+        return f"sqlite+aiosqlite:///{(self.server.data_dir / 'certyard.db').resolve()}"
+
+    @property
+    def listen_host_port(self) -> tuple[str, int]:
+        return parse_hostport(self.server.listen)
+
+    @property
+    def public_url(self) -> str:
+        if self.server.public_url:
+            return self.server.public_url
+        _, port = self.listen_host_port
+        name = self.server.hostnames[0]
+        if ":" in name:
+            name = f"[{name}]"
+        return f"https://{name}:{port}" if port != 443 else f"https://{name}"
+
+
+# pydantic-settings reads the TOML file list when the sources are built; load_settings() sets it.
+_TOML_FILES: list[Path] = [DEFAULT_CONFIG]
+
+
+class SettingsError(Exception):
+    """A bad setting: the message is one line naming the key."""
+
+
+def parse_hostport(value: str, default_port: int | None = None) -> tuple[str, int]:
+    """Parse ``host:port``, ``[v6]:port`` (or a bare host when a default port is given)."""
+    host, sep, port_text = value.rpartition(":")
+    if value.startswith("[") and "]" in value:
+        close = value.index("]")
+        host = value[1:close]
+        rest = value[close + 1 :]
+        if rest.startswith(":"):
+            port_text, sep = rest[1:], ":"
+        elif rest == "" and default_port is not None:
+            return host, default_port
+        else:
+            raise ValueError(f"{value!r} is not host:port")
+    elif not sep or ":" in host:
+        if default_port is not None and ":" not in value:
+            return value, default_port
+        raise ValueError(f"{value!r} is not host:port")
+    if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"{value!r} is not host:port with a port from 1 to 65535")
+    return host, int(port_text)
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings, or raise SettingsError with one line naming the offending key."""
+    files = [DEFAULT_CONFIG]
+    if config_file is not None:
+        if not config_file.is_file():
+            raise SettingsError(f"config file {config_file} does not exist")
+        files.append(config_file)
+    _TOML_FILES[:] = files
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(part) for part in first["loc"])
+        raise SettingsError(f"invalid setting {key}: {first['msg']}") from None
+    except (ValueError, OSError) as exc:  # TOML syntax errors and unreadable files
+        raise SettingsError(f"cannot read settings: {exc}") from None

@@ -1,0 +1,171 @@
+"""SQLAlchemy models: everything two certyard instances must share lives here.
+
+Identifiers are random URL-safe strings chosen by the caller (they appear in ACME URLs, so they
+must not be guessable or sequential). JSON-shaped columns hold wire objects that are only ever read
+back whole (contacts, identifiers, problem documents, validation records).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from storage.types import UTCDateTime
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dt.datetime: UTCDateTime(), dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Issuer(Base):
+    """A CA certificate of the hierarchy and the reference to its key in a key backend."""
+
+    __tablename__ = "issuers"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16))  # "root" | "intermediate"
+    parent_id: Mapped[str | None] = mapped_column(String(64), ForeignKey("issuers.id"))
+    cert_pem: Mapped[str] = mapped_column(Text)
+    key_backend: Mapped[str] = mapped_column(String(32))
+    key_ref: Mapped[str] = mapped_column(String(255))
+    # Software backend only: the private key as encrypted PKCS#8 (never plaintext at rest).
+    key_blob: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[dt.datetime]
+
+
+class Account(Base):
+    __tablename__ = "accounts"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # RFC 8555 §7.3: one account per key; the thumbprint (RFC 7638) finds it for newAccount.
+    key_thumbprint: Mapped[str] = mapped_column(String(64), unique=True)
+    jwk: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(16))  # valid | deactivated | revoked
+    contact: Mapped[list[Any]]
+    tos_agreed: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[dt.datetime]
+
+
+class Nonce(Base):
+    """An unused anti-replay nonce (RFC 8555 §6.5); consuming it deletes the row."""
+
+    __tablename__ = "nonces"
+
+    value: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[dt.datetime] = mapped_column(index=True)
+
+
+class Order(Base):
+    __tablename__ = "orders"
+    __table_args__ = (Index("ix_orders_account_created", "account_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(64), ForeignKey("accounts.id"))
+    status: Mapped[str] = mapped_column(String(16))
+    identifiers: Mapped[list[Any]]
+    not_before: Mapped[dt.datetime | None]
+    not_after: Mapped[dt.datetime | None]
+    expires_at: Mapped[dt.datetime]
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    certificate_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime]
+    updated_at: Mapped[dt.datetime]
+
+
+class Authorization(Base):
+    __tablename__ = "authorizations"
+    __table_args__ = (
+        Index("ix_authz_reuse", "account_id", "identifier_type", "identifier_value", "status"),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(64), ForeignKey("accounts.id"))
+    identifier_type: Mapped[str] = mapped_column(String(8))
+    identifier_value: Mapped[str] = mapped_column(String(255))
+    wildcard: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[str] = mapped_column(String(16))
+    expires_at: Mapped[dt.datetime]
+    created_at: Mapped[dt.datetime]
+
+
+class OrderAuthorization(Base):
+    __tablename__ = "order_authorizations"
+
+    order_id: Mapped[str] = mapped_column(String(64), ForeignKey("orders.id"), primary_key=True)
+    authorization_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("authorizations.id"), primary_key=True
+    )
+    position: Mapped[int] = mapped_column(Integer)
+
+
+class Challenge(Base):
+    __tablename__ = "challenges"
+    __table_args__ = (UniqueConstraint("authorization_id", "type"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    authorization_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("authorizations.id"), index=True
+    )
+    type: Mapped[str] = mapped_column(String(32))
+    token: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    validated_at: Mapped[dt.datetime | None]
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    validation_records: Mapped[list[Any] | None] = mapped_column(JSON)
+
+
+class ValidationJob(Base):
+    """A challenge waiting for the validation authority; any instance's worker may claim it.
+
+    A claim is a lease (``lease_owner`` until ``lease_until``) taken by a conditional UPDATE, so
+    two workers never validate the same challenge at once, and a crashed worker's job is taken
+    over when its lease runs out.
+    """
+
+    __tablename__ = "validation_jobs"
+
+    challenge_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("challenges.id"), primary_key=True
+    )
+    state: Mapped[str] = mapped_column(String(16), index=True)  # queued | running | done
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[dt.datetime | None]
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[dt.datetime]
+
+
+class Certificate(Base):
+    """Every certificate the CA signed, recorded before it is released to anyone."""
+
+    __tablename__ = "certificates"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # Hex of the positive serial; the UNIQUE constraint is the last word on serial uniqueness.
+    serial: Mapped[str] = mapped_column(String(64), unique=True)
+    issuer_id: Mapped[str] = mapped_column(String(64), ForeignKey("issuers.id"))
+    der: Mapped[bytes] = mapped_column(LargeBinary)
+    chain_pem: Mapped[str] = mapped_column(Text)
+    names: Mapped[list[Any]]
+    profile: Mapped[str] = mapped_column(String(64))
+    not_before: Mapped[dt.datetime]
+    not_after: Mapped[dt.datetime] = mapped_column(index=True)
+    spki_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    account_id: Mapped[str | None] = mapped_column(String(64))
+    order_id: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="valid")  # valid | revoked
+    revoked_at: Mapped[dt.datetime | None]
+    revocation_reason: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[dt.datetime]
