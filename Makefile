@@ -7,24 +7,31 @@ PYTEST_ARGS ?=
 
 .PHONY: run venv test lint bench clean
 
-# The server's own dependencies only (no test extras): a venv, then the project in editable mode.
-venv:
-	@if ! $(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1; then \
-		echo "make: $(PYTHON) cannot create a venv; installing python3-venv with apt" >&2; \
+# The server's own dependencies only (no test extras): .venv (installing python3-venv with apt
+# when this Python cannot make one), then the project in editable mode. Redone when
+# pyproject.toml changes.
+STAMP := $(VENV)/.certyard-run-deps
+
+$(STAMP): pyproject.toml
+	@if [ ! -x $(BIN)/pip ] && ! $(PYTHON) -m venv $(VENV); then \
+		echo "make: cannot create $(VENV); installing python3 and python3-venv with apt" >&2; \
 		export DEBIAN_FRONTEND=noninteractive; \
 		apt-get install -y -q --no-install-recommends python3 python3-venv \
 		|| { apt-get update -q && apt-get install -y -q --no-install-recommends python3 python3-venv; }; \
+		$(PYTHON) -m venv $(VENV); \
 	fi
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -e .
+	@touch $@
 
-run: venv
+venv: $(STAMP)
+
+run: $(STAMP)
 	$(BIN)/certyard serve
 
 # Installs the test dependencies, starts the private PostgreSQL cluster, runs pytest over the
 # whole suite and stops PostgreSQL whatever happened, exiting with pytest's status.
 test:
-	scripts/install-test-deps.sh
+	PYTHON=$(PYTHON) VENV=$(VENV) scripts/install-test-deps.sh
 	@scripts/postgres-test.sh start
 	@trap 'scripts/postgres-test.sh stop' EXIT; trap 'exit 130' INT TERM; \
 	CERTYARD_TEST_POSTGRES_URL="$$(scripts/postgres-test.sh url)" \

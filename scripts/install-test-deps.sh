@@ -38,7 +38,7 @@ else
     log "Debian packages present"
 fi
 
-if [[ ! -x "$VENV/bin/python" ]]; then
+if [[ ! -x "$VENV/bin/pip" ]]; then
     log "creating $VENV"
     "$PYTHON" -m venv "$VENV"
 fi

@@ -50,6 +50,9 @@ class Lego:
             "EXEC_PATH": str(HOOKS / "lego-exec.sh"),
             "EXEC_PROPAGATION_TIMEOUT": "60",
             "EXEC_POLLING_INTERVAL": "1",
+            # The exec provider solves one name at a time, waiting this long (default 60 s)
+            # between two names: the wildcard and the base name share one TXT name.
+            "EXEC_SEQUENCE_INTERVAL": "1",
         }
         return flags, env
 

@@ -8,6 +8,11 @@ SIGKILL after a deadline.
 
     with CertyardServer(database_url=url, dns_resolvers=[dns.address]) as server:
         run_client(server.directory_url, ca_bundle=server.root_pem_path)
+
+Unless told otherwise it uses SQLite in the data dir, free ports for the listener and for
+``acme.http01_port`` / ``acme.tlsalpn01_port`` (where the test's clients listen), and
+``acme.validation_deny=[]`` so validation may connect to 127.0.0.1 (``validation_deny=None``
+keeps the server's default deny list).
 """
 
 from __future__ import annotations
