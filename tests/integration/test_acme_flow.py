@@ -309,3 +309,21 @@ async def test_nonce_endpoint_and_directory(acme: RunningAcme) -> None:
             body
         )
         assert body["meta"]["externalAccountRequired"] is False
+
+
+async def test_authorization_deactivation(client: AcmeTestClient) -> None:
+    reply = await client.new_order(["deact.example.test"])
+    order_url = reply.headers["Location"]
+    authz_url = reply.json()["authorizations"][0]
+    bad = await client.post(authz_url, {"status": "valid"})
+    assert bad.problem_type == "malformed"
+    done = await client.post(authz_url, {"status": "deactivated"})
+    assert done.status == 200 and done.json()["status"] == "deactivated"
+    again = await client.post(authz_url, {"status": "deactivated"})
+    assert again.problem_type == "malformed"
+    assert (await client.get(order_url)).json()["status"] == "invalid"
+    # Someone else's authorization is not found, not forbidden (no existence oracle).
+    stranger = AcmeTestClient(client.session, client.directory_url)
+    await stranger.load_directory()
+    await stranger.register()
+    assert (await stranger.get(authz_url)).status == 404
