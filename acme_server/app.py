@@ -15,7 +15,6 @@ from aiohttp import web
 from acme_server.context import ACME_CONTEXT, AcmeContext, ctx
 from acme_server.errors import PROBLEM_CONTENT_TYPE, AcmeError
 from acme_server.handlers import accounts, authorizations, certificates, directory, orders
-from acme_server.urls import PREFIX
 
 log = structlog.get_logger("certyard.acme")
 
@@ -60,12 +59,12 @@ async def acme_middleware(request: web.Request, handler: Handler) -> web.StreamR
 
 
 def create_app(context: AcmeContext) -> web.Application:
-    """One aiohttp application serving the ACME resources under /acme."""
+    """The ACME resources, to be mounted at /acme (``root.add_subapp(PREFIX, app)``)."""
     app = web.Application(
         middlewares=[acme_middleware], client_max_size=context.config.max_body_bytes
     )
     app[ACME_CONTEXT] = context
-    p = PREFIX
+    p = ""
     app.router.add_get(f"{p}/directory", directory.get_directory)
     app.router.add_route("HEAD", f"{p}/new-nonce", directory.head_nonce)
     app.router.add_get(f"{p}/new-nonce", directory.get_nonce, allow_head=False)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-CAErrorKind = Literal["malformed", "policy", "not_found", "conflict", "internal"]
+CAErrorKind = Literal["malformed", "policy", "not_found", "conflict", "internal", "unavailable"]
 CA_ERROR_KINDS: tuple[str, ...] = get_args(CAErrorKind)
 
 
@@ -22,7 +22,9 @@ class CAError(Exception):
         signature);
       * ``not_found`` - the certificate or issuer does not exist;
       * ``conflict``  - the state does not allow it (already revoked);
-      * ``internal``  - our fault (storage down, signature from the key backend did not verify).
+      * ``internal``  - our fault (storage down, signature from the key backend did not verify);
+      * ``unavailable`` - the key store is unreachable right now (HSM token removed, session lost,
+        device error); the request may succeed later, so front ends answer 503.
     ``cause`` keeps the underlying exception for the logs; it is never shown to a client.
     """
 

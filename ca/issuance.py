@@ -1,12 +1,24 @@
 """The issuance service: the one way certificates come out of certyard's CA.
 
-Every certificate is checked, built by a profile, signed through the key backend, verified, and
-recorded in ``certificates`` before the caller gets it (the row exists before the certificate can
-reach anyone).
+Each certificate goes through the same steps (docs/ca.md, "Issuance"):
+
+1. the CSR signature and key are checked, the profile builds the certificate with a fresh serial
+   and the *lint certificate* (the builder signed by a throwaway key) is linted (ca.lint);
+2. the issuance record - serial, TBS hash, names, requester, state "signing" - is committed in a
+   transaction of its own; the UNIQUE serial constraint decides collisions (a new serial, a new
+   lint certificate, another try);
+3. the key backend signs exactly the linted TBS bytes;
+4. the signature is spliced in, the result must carry the linted TBS byte for byte and verify
+   against the issuer;
+5. the record becomes "issued" with the DER and chain, in the caller's session when one is given.
+
+A record whose signing fails stays "signing": it names a serial that may exist, so it can be
+revoked and revocation services treat it as issued.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import ipaddress
 import secrets
@@ -14,33 +26,33 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+import structlog
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ca.config import CAConfig
-from ca.der import sign_certificate
+from ca.der import replace_signature
 from ca.errors import CAError
-from ca.hierarchy import Hierarchy
+from ca.hierarchy import Hierarchy, IssuerHandle
 from ca.keys import EC_P256, KeyBackend, spki_der
-from ca.profiles import (
-    TLSServerProfile,
-    check_subscriber_key,
-    normalize_dns_names,
-    parse_ip_addresses,
-)
+from ca.lint import Linter
+from ca.profiles import LeafProfile, normalize_dns_names, parse_ip_addresses
 from ca.serials import new_serial, serial_to_hex
 from ca.software_keys import generate_private_key
-from storage.errors import DuplicateSerialError
+from storage.errors import ConflictError, DuplicateSerialError
 from storage.models import Certificate
 from storage.repositories import certificates as certificate_repo
+
+log = structlog.get_logger("certyard.ca")
 
 # A serial collision needs two 158-bit random draws to meet; more than one in a row means
 # something is broken, so a few attempts are plenty.
 MAX_SERIAL_ATTEMPTS = 3
+MAX_REQUESTER = 128
 _MAX_REVOCATION_REASON = 10
 _UNUSED_REVOCATION_REASON = 7  # RFC 5280 §5.3.1: value 7 is not used
 
@@ -56,11 +68,15 @@ class IssuedCertificate:
     chain_pem: str
     not_before: datetime
     not_after: datetime
+    profile: str
+    lint_warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class StoredCertificate:
-    """A recorded certificate, as the front ends need it (download, revocation, ARI)."""
+    """A recorded certificate, as the front ends need it (download, revocation, ARI).
+
+    ``der`` and ``chain_pem`` are None while ``state`` is "signing" (never released)."""
 
     id: str
     serial_hex: str
@@ -70,13 +86,17 @@ class StoredCertificate:
     account_id: str | None
     order_id: str | None
     names: list[str]
-    der: bytes
-    chain_pem: str
+    der: bytes | None
+    chain_pem: str | None
     spki_sha256: str  # hex SHA-256 of the subject's DER SubjectPublicKeyInfo
     not_before: datetime
     not_after: datetime
     revoked_at: datetime | None
     revocation_reason: int | None
+    state: str  # "signing" | "issued"
+    tbs_sha256: str  # hex SHA-256 of the DER TBSCertificate that was (to be) signed
+    requester: str
+    lint_warnings: list[str]
 
 
 @dataclass(frozen=True)
@@ -89,6 +109,18 @@ class ServerCredentials:
     key_password: bytes
     certificate_id: str
     not_after: datetime
+
+
+@dataclass(frozen=True)
+class _Request:
+    """What one issuance records, whatever serial it ends up with."""
+
+    profile: LeafProfile
+    requester: str
+    names: list[str]
+    spki_sha256: str
+    account_id: str | None
+    order_id: str | None
 
 
 class IssuanceService:
@@ -104,10 +136,83 @@ class IssuanceService:
         self._hierarchy = hierarchy
         self._backend = backend
         self._clock = clock
-        self._tls_server = TLSServerProfile(config)
+        self._config = config
+        self._linter = Linter(config)
+        self._profiles = {profile.name: LeafProfile(profile, config) for profile in config.profiles}
 
     def root_pem(self) -> str:
         return self._hierarchy.root_pem()
+
+    async def issue(
+        self,
+        csr: x509.CertificateSigningRequest,
+        *,
+        profile: str,
+        dns_names: Sequence[str],
+        ip_addresses: Sequence[str] = (),
+        common_name: str | None = None,
+        requester: str,
+        account_id: str | None = None,
+        order_id: str | None = None,
+        not_before: datetime | None = None,
+        not_after: datetime | None = None,
+        session: AsyncSession | None = None,
+    ) -> IssuedCertificate:
+        """Issue a certificate of ``profile`` to the CSR's key for the given names.
+
+        Only the CSR's public key is used (after checking its signature, RFC 2986 §3): names
+        come from the caller, who has authorized them; the CSR's subject and requested
+        extensions are ignored. ``requester`` says who asked ("acme:<account>", "est:<label>",
+        "server-tls", "cli"). The record is committed (state "signing") before the key signs;
+        it is completed in ``session`` when given - the caller then commits before releasing
+        the certificate - else in a transaction of its own. On SQLite, ``session`` must not
+        have written yet: the record's own transaction would wait for its lock.
+        """
+        leaf = self._profiles.get(profile)
+        if leaf is None:
+            raise CAError("policy", f"unknown certificate profile {profile!r}")
+        if not 0 < len(requester) <= MAX_REQUESTER:
+            raise CAError("malformed", f"requester must be 1 to {MAX_REQUESTER} characters")
+        public_key = leaf.check_key(self._check_csr(csr))
+        dns = normalize_dns_names(dns_names)
+        ips = parse_ip_addresses(ip_addresses)
+        issuer = self._hierarchy.intermediate
+        window = leaf.validity(
+            self._clock(), issuer=issuer.certificate, not_before=not_before, not_after=not_after
+        )
+        request = _Request(
+            profile=leaf,
+            requester=requester,
+            names=dns + [str(address) for address in ips],
+            spki_sha256=hashlib.sha256(spki_der(public_key)).hexdigest(),
+            account_id=account_id,
+            order_id=order_id,
+        )
+        for _ in range(MAX_SERIAL_ATTEMPTS):
+            builder = leaf.build(
+                public_key=public_key,
+                dns_names=dns,
+                ip_addresses=ips,
+                common_name=common_name,
+                issuer=issuer.certificate,
+                issuer_id=issuer.id,
+                serial=new_serial(),
+                not_before=window[0],
+                not_after=window[1],
+            )
+            draft, warnings = await self._draft(builder, issuer, leaf)
+            try:
+                cert_id = await self._insert_record(draft, request, warnings)
+            except DuplicateSerialError:
+                continue  # RFC 5280 §4.1.2.2: serials are unique per issuer; draw another
+            break
+        else:
+            raise CAError("internal", f"serial number collided {MAX_SERIAL_ATTEMPTS} times")
+        cert = await self._sign(draft, issuer)
+        issued = self._issued(cert_id, cert, leaf.name, warnings)
+        await self._complete(issued, _tbs_sha256(draft), session)
+        log.info("certificate_issued", id=cert_id, serial=issued.serial_hex, profile=leaf.name)
+        return issued
 
     async def issue_tls_server(
         self,
@@ -121,55 +226,20 @@ class IssuanceService:
         not_after: datetime | None = None,
         session: AsyncSession | None = None,
     ) -> IssuedCertificate:
-        """Issue a TLS server certificate for ``dns_names`` and ``ip_addresses`` to the CSR's key.
-
-        The caller has matched the CSR against its order; the CA re-checks the CSR signature and
-        the key type anyway (defence in depth). The certificate is recorded before this returns:
-        without ``session`` in a transaction of its own, committed on return; with ``session``
-        in the caller's transaction (e.g. the ACME finalize handler, so that the certificate row
-        and the order's move to "valid" commit together) - then the caller must commit before it
-        hands the certificate to anyone, and a rolled-back transaction takes the row with it.
-        """
-        public_key = self._check_csr(csr)
-        dns = normalize_dns_names(dns_names)
-        ips = parse_ip_addresses(ip_addresses)
-        issuer = self._hierarchy.intermediate
-        window = self._tls_server.validity(
-            self._clock(), issuer=issuer.certificate, not_before=not_before, not_after=not_after
+        """:meth:`issue` with the default TLS server profile (``CAConfig.default_profile``);
+        the requester is "acme:<account_id>" (the ACME finalize handler's call)."""
+        return await self.issue(
+            csr,
+            profile=self._config.default_profile,
+            dns_names=dns_names,
+            ip_addresses=ip_addresses,
+            requester="unspecified" if account_id is None else f"acme:{account_id}",
+            account_id=account_id,
+            order_id=order_id,
+            not_before=not_before,
+            not_after=not_after,
+            session=session,
         )
-        names = dns + [str(address) for address in ips]
-        spki_sha256 = hashlib.sha256(spki_der(public_key)).hexdigest()
-        for _ in range(MAX_SERIAL_ATTEMPTS):
-            builder = self._tls_server.build(
-                public_key=public_key,
-                dns_names=dns,
-                ip_addresses=ips,
-                issuer=issuer.certificate,
-                serial=new_serial(),
-                not_before=window[0],
-                not_after=window[1],
-            )
-            cert = await sign_certificate(
-                builder,
-                backend=self._backend,
-                key_ref=issuer.key_ref,
-                algorithm=issuer.algorithm,
-                issuer=issuer.certificate,
-            )
-            issued = self._issued(cert)
-            try:
-                await self._record(
-                    issued,
-                    names=names,
-                    spki_sha256=spki_sha256,
-                    account_id=account_id,
-                    order_id=order_id,
-                    session=session,
-                )
-            except DuplicateSerialError:
-                continue  # RFC 5280 §4.1.2.2: serials are unique per issuer; draw another
-            return issued
-        raise CAError("internal", f"serial number collided {MAX_SERIAL_ATTEMPTS} times")
 
     async def issue_server_certificate(self, hostnames: Sequence[str]) -> ServerCredentials:
         """A certificate for certyard's own HTTPS listener, with a fresh software P-256 key.
@@ -194,7 +264,13 @@ class IssuanceService:
             .subject_name(x509.Name([]))
             .sign(key, hashes.SHA256())
         )
-        issued = await self.issue_tls_server(csr, dns_names=dns, ip_addresses=ips)
+        issued = await self.issue(
+            csr,
+            profile=self._config.default_profile,
+            dns_names=dns,
+            ip_addresses=ips,
+            requester="server-tls",
+        )
         password = secrets.token_urlsafe(32).encode("ascii")
         key_pem = key.private_bytes(
             serialization.Encoding.PEM,
@@ -210,7 +286,8 @@ class IssuanceService:
         )
 
     async def revoke(self, cert_id: str, reason: int) -> None:
-        """Revoke a valid certificate with an RFC 5280 §5.3.1 reason code."""
+        """Revoke a valid certificate with an RFC 5280 §5.3.1 reason code. Works on any
+        record, including one still "signing" (its serial may exist: a failed completion)."""
         if not 0 <= reason <= _MAX_REVOCATION_REASON or reason == _UNUSED_REVOCATION_REASON:
             raise CAError("malformed", f"{reason} is not an RFC 5280 revocation reason code")
         try:
@@ -256,12 +333,98 @@ class IssuanceService:
             raise CAError("policy", "the CSR uses an unsupported key or algorithm", exc) from exc
         if not signed:  # RFC 2986 §3: the signature proves possession of the key
             raise CAError("policy", "the CSR signature is invalid")
-        return check_subscriber_key(public_key)
+        return public_key
 
-    def _issued(self, cert: x509.Certificate) -> IssuedCertificate:
+    async def _draft(
+        self, builder: x509.CertificateBuilder, issuer: IssuerHandle, leaf: LeafProfile
+    ) -> tuple[x509.Certificate, tuple[str, ...]]:
+        """Step 1: the lint certificate, linted off the event loop; refuses on lint errors."""
+        draft, report = await asyncio.to_thread(
+            self._linter.draft_and_lint, builder, issuer.algorithm, leaf.profile.kind, leaf.profile
+        )
+        if report is None:
+            return draft, ()
+        report.enforce(profile=leaf.name, serial=serial_to_hex(draft.serial_number))
+        return draft, tuple(str(warning) for warning in report.warnings)
+
+    async def _insert_record(
+        self, draft: x509.Certificate, request: _Request, warnings: tuple[str, ...]
+    ) -> str:
+        """Step 2: the "signing" record, committed on its own. Raises DuplicateSerialError."""
+        cert_id = secrets.token_urlsafe(16)
+        try:
+            async with self._sessions() as session, session.begin():
+                await certificate_repo.insert_signing_record(
+                    session,
+                    id=cert_id,
+                    serial_hex=serial_to_hex(draft.serial_number),
+                    issuer_id=self._hierarchy.intermediate.id,
+                    tbs_sha256=_tbs_sha256(draft),
+                    names=request.names,
+                    profile=request.profile.name,
+                    not_before=draft.not_valid_before_utc,
+                    not_after=draft.not_valid_after_utc,
+                    spki_sha256=request.spki_sha256,
+                    requester=request.requester,
+                    account_id=request.account_id,
+                    order_id=request.order_id,
+                    created_at=self._clock(),
+                    lint_warnings=warnings,
+                )
+        except SQLAlchemyError as exc:
+            raise CAError("internal", "the issuance record could not be written", exc) from exc
+        return cert_id
+
+    async def _sign(self, draft: x509.Certificate, issuer: IssuerHandle) -> x509.Certificate:
+        """Steps 3 and 4: the backend signs the linted TBS; the spliced certificate must carry
+        that TBS byte for byte and verify against the issuer before anyone sees it."""
+        tbs = draft.tbs_certificate_bytes
+        try:
+            signature = await self._backend.sign(issuer.key_ref, tbs)
+        except CAError:
+            raise
+        except Exception as exc:
+            detail = f"key backend failed to sign with {issuer.key_ref!r}"
+            raise CAError("internal", detail, exc) from exc
+        der = replace_signature(draft.public_bytes(serialization.Encoding.DER), signature)
+        try:
+            cert = x509.load_der_x509_certificate(der)
+            same_tbs = cert.tbs_certificate_bytes == tbs
+            if same_tbs:
+                cert.verify_directly_issued_by(issuer.certificate)
+        except (ValueError, TypeError, InvalidSignature) as exc:
+            raise CAError(
+                "internal", f"key backend signature for {issuer.key_ref!r} did not verify", exc
+            ) from exc
+        if not same_tbs:
+            raise CAError("internal", "the signed certificate's TBS differs from the linted TBS")
+        return cert
+
+    async def _complete(
+        self, issued: IssuedCertificate, tbs_sha256: str, session: AsyncSession | None
+    ) -> None:
+        """Step 5: the record becomes "issued", in the caller's transaction when given."""
+        try:
+            if session is not None:
+                await certificate_repo.complete_record(
+                    session, issued.id, issued.der, issued.chain_pem, tbs_sha256=tbs_sha256
+                )
+                return
+            async with self._sessions() as own, own.begin():
+                await certificate_repo.complete_record(
+                    own, issued.id, issued.der, issued.chain_pem, tbs_sha256=tbs_sha256
+                )
+        except ConflictError as exc:
+            raise CAError("conflict", "the issuance record was revoked while signing", exc) from exc
+        except SQLAlchemyError as exc:
+            raise CAError("internal", "the certificate could not be recorded", exc) from exc
+
+    def _issued(
+        self, cert_id: str, cert: x509.Certificate, profile: str, warnings: tuple[str, ...]
+    ) -> IssuedCertificate:
         pem = cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
         return IssuedCertificate(
-            id=secrets.token_urlsafe(16),
+            id=cert_id,
             serial=cert.serial_number,
             serial_hex=serial_to_hex(cert.serial_number),
             der=cert.public_bytes(serialization.Encoding.DER),
@@ -269,52 +432,13 @@ class IssuanceService:
             chain_pem=pem + self._hierarchy.issuing_chain_pem(),
             not_before=cert.not_valid_before_utc,
             not_after=cert.not_valid_after_utc,
+            profile=profile,
+            lint_warnings=warnings,
         )
 
-    async def _record(
-        self,
-        issued: IssuedCertificate,
-        *,
-        names: list[str],
-        spki_sha256: str,
-        account_id: str | None,
-        order_id: str | None,
-        session: AsyncSession | None,
-    ) -> None:
-        try:
-            if session is not None:
-                await self._insert(session, issued, names, spki_sha256, account_id, order_id)
-                return
-            async with self._sessions() as own, own.begin():
-                await self._insert(own, issued, names, spki_sha256, account_id, order_id)
-        except SQLAlchemyError as exc:
-            raise CAError("internal", "the certificate could not be recorded", exc) from exc
 
-    async def _insert(
-        self,
-        session: AsyncSession,
-        issued: IssuedCertificate,
-        names: list[str],
-        spki_sha256: str,
-        account_id: str | None,
-        order_id: str | None,
-    ) -> None:
-        await certificate_repo.insert_certificate(
-            session,
-            id=issued.id,
-            serial_hex=issued.serial_hex,
-            issuer_id=self._hierarchy.intermediate.id,
-            der=issued.der,
-            chain_pem=issued.chain_pem,
-            names=names,
-            profile=TLSServerProfile.name,
-            not_before=issued.not_before,
-            not_after=issued.not_after,
-            spki_sha256=spki_sha256,
-            account_id=account_id,
-            order_id=order_id,
-            created_at=self._clock(),
-        )
+def _tbs_sha256(cert: x509.Certificate) -> str:
+    return hashlib.sha256(cert.tbs_certificate_bytes).hexdigest()
 
 
 def _stored(row: Certificate) -> StoredCertificate:
@@ -334,4 +458,8 @@ def _stored(row: Certificate) -> StoredCertificate:
         not_after=row.not_after,
         revoked_at=row.revoked_at,
         revocation_reason=row.revocation_reason,
+        state=row.state,
+        tbs_sha256=row.tbs_sha256,
+        requester=row.requester,
+        lint_warnings=[str(item) for item in row.lint_warnings or []],
     )

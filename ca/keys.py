@@ -25,6 +25,15 @@ RSA_3072 = "rsa-3072"
 RSA_4096 = "rsa-4096"
 KEY_ALGORITHMS: tuple[str, ...] = (EC_P256, EC_P384, RSA_2048, RSA_3072, RSA_4096)
 
+# Signature schemes for :meth:`KeyBackend.sign`. PKCS#1 v1.5 is the default for RSA (RFC 4055
+# §5); RSASSA-PSS (RFC 4055 §3.1, RFC 8017 §8.1) is SHA-256 with MGF1-SHA-256 and a 32-octet
+# salt (the hash length, as RFC 4055 §3.1 recommends). ECDSA keys have one scheme and ignore
+# "pkcs1v15"; "pss" with an EC key is an error.
+SCHEME_PKCS1V15 = "pkcs1v15"
+SCHEME_PSS = "pss"
+SIGNATURE_SCHEMES: tuple[str, ...] = (SCHEME_PKCS1V15, SCHEME_PSS)
+PSS_SALT_LENGTH = 32
+
 _CURVES: dict[str, type[ec.EllipticCurve]] = {EC_P256: ec.SECP256R1, EC_P384: ec.SECP384R1}
 _RSA_BITS: dict[str, int] = {RSA_2048: 2048, RSA_3072: 3072, RSA_4096: 4096}
 
@@ -37,6 +46,15 @@ class GeneratedKey:
     key_ref: str
     key_blob: bytes | None
     public_key: PublicKeyTypes
+
+
+@dataclass(frozen=True)
+class BackendHealth:
+    """The outcome of a cheap liveness check of a key backend (for ``/readyz``). ``detail`` is
+    safe to show an operator: it never contains key material or a PIN."""
+
+    ok: bool
+    detail: str
 
 
 class KeyBackend(Protocol):
@@ -56,14 +74,20 @@ class KeyBackend(Protocol):
         """The public key of a generated or loaded key."""
         ...
 
-    async def sign(self, key_ref: str, data: bytes) -> bytes:
+    async def sign(self, key_ref: str, data: bytes, *, scheme: str = SCHEME_PKCS1V15) -> bytes:
         """Sign ``data`` with the algorithm's natural scheme (see :func:`signature_hash`),
         returning the signature as it goes into a certificate (DER ECDSA-Sig-Value for EC,
-        RFC 3279 §2.2.3 / RFC 5758 §3.2; PKCS#1 v1.5 octets for RSA, RFC 4055 §5)."""
+        RFC 3279 §2.2.3 / RFC 5758 §3.2; PKCS#1 v1.5 octets for RSA, RFC 4055 §5).
+        ``scheme=SCHEME_PSS`` asks an RSA key for RSASSA-PSS instead (see :data:`SCHEME_PSS`).
+        Raises ``CAError("unavailable")`` when the key store cannot be reached."""
         ...
 
     async def destroy(self, key_ref: str) -> None:
         """Delete a key that was generated but never put in use (a lost start-up race)."""
+        ...
+
+    async def health(self) -> BackendHealth:
+        """A cheap check that the loaded keys can be used right now (bounded in time)."""
         ...
 
 
@@ -72,6 +96,14 @@ def signature_hash(algorithm: str) -> hashes.SHA256 | hashes.SHA384:
     curve's strength (RFC 5480 §4); SHA-256 for P-256 and for RSA PKCS#1 v1.5 (RFC 4055 §5)."""
     check_algorithm(algorithm)
     return hashes.SHA384() if algorithm == EC_P384 else hashes.SHA256()
+
+
+def check_scheme(algorithm: str, scheme: str) -> None:
+    """Refuse a signature scheme the algorithm does not have (PSS is RSA-only, RFC 4055 §3)."""
+    if scheme not in SIGNATURE_SCHEMES:
+        raise CAError("malformed", f"unknown signature scheme {scheme!r}")
+    if scheme == SCHEME_PSS and algorithm not in _RSA_BITS:
+        raise CAError("malformed", f"RSASSA-PSS needs an RSA key, not {algorithm}")
 
 
 def check_algorithm(algorithm: str) -> None:

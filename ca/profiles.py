@@ -1,9 +1,13 @@
 """Certificate profiles: what goes into each kind of certificate the CA signs.
 
-A profile turns validated inputs into an unsigned ``x509.CertificateBuilder``; signing happens in
-``ca.der`` through the key backend. Rules cite RFC 5280 and the CA/B Forum Baseline Requirements
-(BR, v2 numbering) - certyard's CA is private, but following the BR profile keeps its certificates
-acceptable to every TLS client.
+A profile turns validated inputs into an unsigned ``x509.CertificateBuilder``; signing happens
+through the key backend (``ca.issuance``, ``ca.der``). The end-entity profiles come from
+configuration (:class:`ca.config.ProfileConfig`); the root and intermediate profiles are fixed.
+Rules cite RFC 5280 and the CA/B Forum Baseline Requirements (BR, v2 numbering) - certyard's CA
+is private, but following the BR profile keeps its certificates acceptable to every TLS client.
+
+Only the public key and the names the caller passes reach a certificate from a request: subject
+attributes and extensions requested in a CSR are ignored, everything else comes from the profile.
 """
 
 from __future__ import annotations
@@ -20,10 +24,17 @@ from cryptography.hazmat.primitives.asymmetric.types import (
     CertificatePublicKeyTypes,
     PublicKeyTypes,
 )
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import (
+    AuthorityInformationAccessOID,
+    CertificatePoliciesOID,
+    ExtendedKeyUsageOID,
+    NameOID,
+)
 
-from ca.config import CAConfig
+from ca.config import SERVER_AUTH, CAConfig, ProfileConfig
 from ca.errors import CAError
+from ca.keys import algorithm_of
+from ca.lint import INTERMEDIATE_CA, ROOT_CA, Linter
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -105,9 +116,45 @@ def _whole_seconds(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(microsecond=0)
 
 
+# The CA/B Forum reserved policy identifier for Domain Validated certificates (BR §7.1.6.1).
+DV_POLICY = x509.ObjectIdentifier("2.23.140.1.2.1")
+# ca.hierarchy's id of the root: the issuer of the intermediate.
+ROOT_ISSUER_ID = "root-1"
+_EKU_OIDS = {
+    SERVER_AUTH: ExtendedKeyUsageOID.SERVER_AUTH,
+    "clientAuth": ExtendedKeyUsageOID.CLIENT_AUTH,
+}
+
+
+def crl_url(base_url: str, issuer_id: str) -> str:
+    """The CRL of ``issuer_id`` as certificates name it in CRL Distribution Points
+    (RFC 5280 §4.2.1.13): ``{base_url}/crl/{issuer_id}.crl``, served by the CRL front end."""
+    return f"{base_url.rstrip('/')}/crl/{issuer_id}.crl"
+
+
+def ca_issuers_uri(base_url: str, issuer_id: str) -> str:
+    """The issuer's certificate (DER, ``application/pkix-cert``, RFC 5280 §4.2.2.1) as AIA
+    id-ad-caIssuers names it: ``{base_url}/ca/{issuer_id}.crt``."""
+    return f"{base_url.rstrip('/')}/ca/{issuer_id}.crt"
+
+
+def subscriber_key_type(public_key: CertificatePublicKeyTypes) -> str:
+    """The ``key_types`` name of a subscriber key ("ec-p256", "rsa-2048", ...)."""
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        return {"secp256r1": "ec-p256", "secp384r1": "ec-p384"}.get(
+            public_key.curve.name, f"ec-{public_key.curve.name}"
+        )
+    if isinstance(public_key, rsa.RSAPublicKey):
+        return f"rsa-{public_key.key_size}"
+    return type(public_key).__name__
+
+
 def _ca_name(config: CAConfig, common_name: str) -> x509.Name:
+    # BR §7.1.2.10.2 (CA subject): countryName, organizationName and commonName, in the
+    # BR §7.1.4.2 order.
     return x509.Name(
         [
+            x509.NameAttribute(NameOID.COUNTRY_NAME, config.country),
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, config.organization),
             x509.NameAttribute(NameOID.COMMON_NAME, common_name),
         ]
@@ -121,25 +168,60 @@ def _ski(issuer: x509.Certificate) -> x509.SubjectKeyIdentifier:
         raise CAError("internal", "issuer certificate has no subjectKeyIdentifier") from None
 
 
-def _ca_key_usage(*, digital_signature: bool) -> x509.KeyUsage:
-    # RFC 5280 §4.2.1.3 / BR §7.1.2.10.7: a CA certificate asserts keyCertSign and cRLSign.
+def _key_usage(*, digital_signature: bool, ca: bool) -> x509.KeyUsage:
     return x509.KeyUsage(
         digital_signature=digital_signature,
         content_commitment=False,
         key_encipherment=False,
         data_encipherment=False,
         key_agreement=False,
-        key_cert_sign=True,
-        crl_sign=True,
+        key_cert_sign=ca,
+        crl_sign=ca,
         encipher_only=False,
         decipher_only=False,
     )
 
 
-class RootCAProfile:
-    """The self-signed root (BR §7.1.2.1)."""
+def _aia(ocsp_url: str | None, ca_issuers: str | None) -> x509.AuthorityInformationAccess | None:
+    descriptions = []
+    if ocsp_url is not None:
+        descriptions.append(
+            x509.AccessDescription(
+                AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(ocsp_url)
+            )
+        )
+    if ca_issuers is not None:
+        descriptions.append(
+            x509.AccessDescription(
+                AuthorityInformationAccessOID.CA_ISSUERS, x509.UniformResourceIdentifier(ca_issuers)
+            )
+        )
+    return x509.AuthorityInformationAccess(descriptions) if descriptions else None
 
-    name: ClassVar[str] = "root-ca"
+
+def _crl_dp(url: str) -> x509.CRLDistributionPoints:
+    # BR §7.1.2.11.2: one DistributionPoint with a fullName of one HTTP URI, no reasons or
+    # cRLIssuer.
+    return x509.CRLDistributionPoints(
+        [x509.DistributionPoint([x509.UniformResourceIdentifier(url)], None, None, None)]
+    )
+
+
+def _lint_ca(
+    config: CAConfig, builder: x509.CertificateBuilder, algorithm: str, target: str
+) -> x509.CertificateBuilder:
+    """Lint a CA certificate before the hierarchy signs it (blocking: once, at creation)."""
+    if config.lint:
+        _, report = Linter(config).draft_and_lint(builder, algorithm, target)
+        if report is not None:
+            report.enforce(profile=target)
+    return builder
+
+
+class RootCAProfile:
+    """The self-signed root (BR §7.1.2.1). ``build`` lints the result (ca.lint)."""
+
+    name: ClassVar[str] = ROOT_CA
 
     def __init__(self, config: CAConfig) -> None:
         self._config = config
@@ -150,7 +232,8 @@ class RootCAProfile:
         key = check_ca_key(public_key)
         not_before = _whole_seconds(now) - timedelta(seconds=self._config.backdate_seconds)
         name = _ca_name(self._config, self._config.root_common_name)
-        return (
+        ski = x509.SubjectKeyIdentifier.from_public_key(key)
+        builder = (
             x509.CertificateBuilder()
             .subject_name(name)
             .issuer_name(name)
@@ -162,32 +245,45 @@ class RootCAProfile:
             )
             # RFC 5280 §4.2.1.9: cA true, critical; no pathLenConstraint on the root.
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(_ca_key_usage(digital_signature=False), critical=True)
-            # RFC 5280 §4.2.1.2 (method 1); no AKI needed on a self-signed cert (§4.2.1.1).
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key), critical=False)
+            .add_extension(_key_usage(digital_signature=False, ca=True), critical=True)
+            # RFC 5280 §4.2.1.2 (method 1).
+            .add_extension(ski, critical=False)
+            # BR §7.1.2.1.3: the root's AKI is RECOMMENDED and equals its own SKI.
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski),
+                critical=False,
+            )
         )
+        return _lint_ca(self._config, builder, algorithm_of(key), ROOT_CA)
 
 
 class IntermediateCAProfile:
-    """The issuing CA below the root (BR §7.1.2.6, TLS subordinate CA)."""
+    """The issuing CA below the root (BR §7.1.2.6, TLS subordinate CA). ``build`` lints."""
 
-    name: ClassVar[str] = "intermediate-ca"
+    name: ClassVar[str] = INTERMEDIATE_CA
 
     def __init__(self, config: CAConfig) -> None:
         self._config = config
 
     def build(
-        self, *, public_key: PublicKeyTypes, serial: int, issuer: x509.Certificate, now: datetime
+        self,
+        *,
+        public_key: PublicKeyTypes,
+        serial: int,
+        issuer: x509.Certificate,
+        now: datetime,
+        issuer_id: str = ROOT_ISSUER_ID,
     ) -> x509.CertificateBuilder:
+        config = self._config
         key = check_ca_key(public_key)
-        not_before = _whole_seconds(now) - timedelta(seconds=self._config.backdate_seconds)
+        not_before = _whole_seconds(now) - timedelta(seconds=config.backdate_seconds)
         not_after = min(
-            not_before + timedelta(days=self._config.intermediate_validity_days) - _ONE_SECOND,
+            not_before + timedelta(days=config.intermediate_validity_days) - _ONE_SECOND,
             issuer.not_valid_after_utc,
         )
-        return (
+        builder = (
             x509.CertificateBuilder()
-            .subject_name(_ca_name(self._config, self._config.intermediate_common_name))
+            .subject_name(_ca_name(config, config.intermediate_common_name))
             .issuer_name(issuer.subject)
             .public_key(key)
             .serial_number(serial)
@@ -196,7 +292,7 @@ class IntermediateCAProfile:
             # RFC 5280 §4.2.1.9: pathLen 0 - this CA issues end-entity certificates only.
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             # digitalSignature too, so this CA can sign OCSP responses itself (BR §7.1.2.10.7).
-            .add_extension(_ca_key_usage(digital_signature=True), critical=True)
+            .add_extension(_key_usage(digital_signature=True, ca=True), critical=True)
             # BR §7.1.2.6: a TLS subordinate CA carries an EKU with serverAuth and MAY add
             # clientAuth. The EKU confines a compromised issuing key to TLS; clientAuth is here
             # because EST enrols device (client) certificates through the same issuing CA.
@@ -206,26 +302,77 @@ class IntermediateCAProfile:
                 ),
                 critical=False,
             )
+            # BR §7.1.2.10.5: an affiliated (internal) CA may assert anyPolicy, alone.
+            .add_extension(
+                x509.CertificatePolicies(
+                    [x509.PolicyInformation(CertificatePoliciesOID.ANY_POLICY, None)]
+                ),
+                critical=False,
+            )
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key), critical=False)
             .add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(_ski(issuer)),
                 critical=False,
             )
         )
+        # BR §7.1.2.10.3 (AIA: caIssuers SHOULD) and §7.1.2.11.2 (CRL DP MUST) - once the
+        # operator has configured the URLs; the linter reports their absence until then.
+        if config.crl_base_url is not None:
+            builder = builder.add_extension(
+                _crl_dp(crl_url(config.crl_base_url, issuer_id)), critical=False
+            )
+        ca_issuers = (
+            None
+            if config.ca_issuers_url is None
+            else ca_issuers_uri(config.ca_issuers_url, issuer_id)
+        )
+        aia = _aia(None, ca_issuers)
+        if aia is not None:
+            builder = builder.add_extension(aia, critical=False)
+        return _lint_ca(config, builder, algorithm_of(issuer.public_key()), INTERMEDIATE_CA)
 
 
-class TLSServerProfile:
-    """A DV TLS server certificate (BR §7.1.2.7)."""
+class LeafProfile:
+    """An end-entity profile built from a :class:`ProfileConfig`.
 
-    name: ClassVar[str] = "tls-server"
+    * tls-server, shortlived (BR §7.1.2.7, DV): empty subject (BR §7.1.2.7.2 does not recommend
+      a commonName) unless ``common_name`` repeats a SAN value (BR §7.1.4.3); no
+      subjectKeyIdentifier (BR §7.1.2.7.6: NOT RECOMMENDED); certificatePolicies with the DV
+      reserved OID (BR §7.1.2.7.9).
+    * tls-client, device (RFC 5280): subject CN = ``common_name`` when given (a device id),
+      SANs optional; subjectKeyIdentifier (RFC 5280 §4.2.1.2: SHOULD).
+    * all: keyUsage digitalSignature (critical; BR §7.1.2.7.11 - keyEncipherment is only for
+      RSA key transport, which TLS 1.3 dropped, and pkilint warns on it); EKU from the profile;
+      basicConstraints cA=false (critical); AKI = the issuer's SKI; CRL DP (``include_crl_dp``
+      and ``crl_base_url``); AIA OCSP (``include_ocsp_aia`` and ``ocsp_url``) and caIssuers
+      (``ca_issuers_url``).
+    """
 
-    def __init__(self, config: CAConfig) -> None:
+    def __init__(self, profile: ProfileConfig, config: CAConfig) -> None:
+        self.profile = profile
         self._config = config
+
+    @property
+    def name(self) -> str:
+        return self.profile.name
 
     @property
     def max_validity(self) -> timedelta:
         # notBefore through notAfter inclusive (RFC 5280 §4.1.2.5): N days end one second early.
-        return timedelta(days=self._config.leaf_validity_days) - _ONE_SECOND
+        seconds = int(self.profile.validity_days * 86400)
+        return timedelta(seconds=seconds) - _ONE_SECOND
+
+    def check_key(self, public_key: PublicKeyTypes) -> CertificatePublicKeyTypes:
+        """BR §6.1.5 key checks, then the profile's ``key_types``."""
+        key = check_subscriber_key(public_key)
+        key_type = subscriber_key_type(key)
+        if key_type not in self.profile.key_types:
+            raise CAError(
+                "policy",
+                f"profile {self.name} does not accept {key_type} keys "
+                f"(allowed: {', '.join(self.profile.key_types)})",
+            )
+        return key
 
     def validity(
         self,
@@ -235,8 +382,8 @@ class TLSServerProfile:
         not_before: datetime | None = None,
         not_after: datetime | None = None,
     ) -> tuple[datetime, datetime]:
-        """The validity window: the default (backdated now + leaf_validity_days) or the requested
-        bounds (RFC 8555 §7.4 notBefore/notAfter), which must fit the profile."""
+        """The validity window: the default (backdated now + the profile's validity) or the
+        requested bounds (RFC 8555 §7.4 notBefore/notAfter), which must fit the profile."""
         now = _whole_seconds(now)
         earliest = now - timedelta(seconds=self._config.backdate_seconds)
         start = earliest if not_before is None else _whole_seconds(not_before)
@@ -247,7 +394,7 @@ class TLSServerProfile:
             raise CAError("policy", "requested notAfter is before notBefore or in the past")
         if end - start > self.max_validity:
             raise CAError(
-                "policy", f"validity exceeds the {self._config.leaf_validity_days}-day maximum"
+                "policy", f"validity exceeds the {self.profile.validity_days:g}-day maximum"
             )
         if end > issuer.not_valid_after_utc:
             # RFC 5280 §6.1 would reject the leaf after its issuer expires.
@@ -263,25 +410,22 @@ class TLSServerProfile:
         dns_names: Sequence[str],
         ip_addresses: Sequence[IPAddress],
         issuer: x509.Certificate,
+        issuer_id: str,
         serial: int,
         not_before: datetime,
         not_after: datetime,
+        common_name: str | None = None,
     ) -> x509.CertificateBuilder:
         """Build the leaf. ``dns_names`` must come from :func:`normalize_dns_names` and
         ``ip_addresses`` from :func:`parse_ip_addresses`."""
-        key = check_subscriber_key(public_key)
-        if not dns_names and not ip_addresses:
-            raise CAError("malformed", "a TLS server certificate needs at least one name")
+        key = self.check_key(public_key)
+        server = self.profile.is_server
         if len(dns_names) + len(ip_addresses) > MAX_NAMES:
             raise CAError("policy", f"at most {MAX_NAMES} names per certificate")
-        # BR §7.1.2.7.2: a DV subject holds at most the commonName, which repeats a SAN value.
-        # We use the first DNS name when it fits ub-common-name, else an empty subject.
-        cn = dns_names[0] if dns_names and len(dns_names[0]) <= MAX_COMMON_NAME else None
-        subject = x509.Name([] if cn is None else [x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+        subject = self._subject(dns_names, ip_addresses, common_name)
         sans: list[x509.GeneralName] = [x509.DNSName(name) for name in dns_names]
         sans += [x509.IPAddress(address) for address in ip_addresses]
-        is_rsa = isinstance(key, rsa.RSAPublicKey)
-        return (
+        builder = (
             x509.CertificateBuilder()
             .subject_name(subject)
             .issuer_name(issuer.subject)
@@ -289,32 +433,82 @@ class TLSServerProfile:
             .serial_number(serial)
             .not_valid_before(not_before)
             .not_valid_after(not_after)
+        )
+        if sans:
             # RFC 5280 §4.2.1.6: critical when the subject is empty.
-            .add_extension(x509.SubjectAlternativeName(sans), critical=cn is None)
-            # RFC 5280 §4.2.1.3, BR §7.1.2.7.11: digitalSignature; keyEncipherment only for RSA
-            # (RSA key transport in TLS 1.2); critical.
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=is_rsa,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=False,
-                    crl_sign=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName(sans), critical=len(subject) == 0
             )
-            # BR §7.1.2.7.10: serverAuth (this profile is for servers only); not critical.
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        builder = (
+            builder.add_extension(_key_usage(digital_signature=True, ca=False), critical=True)
+            .add_extension(
+                x509.ExtendedKeyUsage([_EKU_OIDS[eku] for eku in self.profile.ekus]),
+                critical=False,
+            )
             # RFC 5280 §4.2.1.9: cA false, critical.
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key), critical=False)
             # RFC 5280 §4.2.1.1: the AKI carries the issuer's SKI.
             .add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(_ski(issuer)),
                 critical=False,
             )
         )
+        if server:
+            builder = builder.add_extension(
+                x509.CertificatePolicies([x509.PolicyInformation(DV_POLICY, None)]),
+                critical=False,
+            )
+        else:
+            builder = builder.add_extension(
+                x509.SubjectKeyIdentifier.from_public_key(key), critical=False
+            )
+        return self._revocation_and_aia(builder, issuer_id)
+
+    def _subject(
+        self,
+        dns_names: Sequence[str],
+        ip_addresses: Sequence[IPAddress],
+        common_name: str | None,
+    ) -> x509.Name:
+        if common_name is None:
+            if not dns_names and not ip_addresses:
+                raise CAError("malformed", f"a {self.profile.kind} certificate needs a name")
+            return x509.Name([])
+        if self.profile.is_server:
+            # BR §7.1.4.3: the commonName, if present, repeats one of the SAN values.
+            values = [*dns_names, *(str(address) for address in ip_addresses)]
+            if common_name.lower() not in values:
+                raise CAError("policy", "the commonName must be one of the certificate's names")
+            common_name = common_name.lower()
+        if not 0 < len(common_name) <= MAX_COMMON_NAME or not common_name.isprintable():
+            raise CAError("malformed", "the commonName must be 1 to 64 printable characters")
+        if common_name != common_name.strip():
+            raise CAError("malformed", "the commonName must not start or end with whitespace")
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+    def _revocation_and_aia(
+        self, builder: x509.CertificateBuilder, issuer_id: str
+    ) -> x509.CertificateBuilder:
+        config = self._config
+        if self.profile.include_crl_dp and config.crl_base_url is not None:
+            builder = builder.add_extension(
+                _crl_dp(crl_url(config.crl_base_url, issuer_id)), critical=False
+            )
+        ocsp = config.ocsp_url if self.profile.include_ocsp_aia else None
+        ca_issuers = (
+            None
+            if config.ca_issuers_url is None
+            else ca_issuers_uri(config.ca_issuers_url, issuer_id)
+        )
+        aia = _aia(ocsp, ca_issuers)
+        return builder if aia is None else builder.add_extension(aia, critical=False)
+
+
+class TLSServerProfile(LeafProfile):
+    """The configuration's default TLS server profile (``CAConfig.default_profile``)."""
+
+    def __init__(self, config: CAConfig) -> None:
+        profile = config.profile(config.default_profile)
+        if profile is None:  # CAConfig refuses this; kept for the type checker
+            raise CAError("internal", f"no profile {config.default_profile!r}")
+        super().__init__(profile, config)

@@ -17,12 +17,23 @@ import secrets
 import tempfile
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from ca.errors import CAError
-from ca.keys import GeneratedKey, algorithm_of, curve_for, rsa_bits_for, signature_hash
+from ca.keys import (
+    PSS_SALT_LENGTH,
+    SCHEME_PKCS1V15,
+    SCHEME_PSS,
+    BackendHealth,
+    GeneratedKey,
+    algorithm_of,
+    check_scheme,
+    curve_for,
+    rsa_bits_for,
+    signature_hash,
+)
 
 SoftwarePrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
@@ -41,11 +52,18 @@ def generate_private_key(algorithm: str) -> SoftwarePrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=bits)
 
 
-def sign_with(key: SoftwarePrivateKey, algorithm: str, data: bytes) -> bytes:
+def sign_with(
+    key: SoftwarePrivateKey, algorithm: str, data: bytes, scheme: str = SCHEME_PKCS1V15
+) -> bytes:
     """Sign with an in-memory key exactly as :meth:`KeyBackend.sign` specifies."""
+    check_scheme(algorithm, scheme)
     digest = signature_hash(algorithm)
     if isinstance(key, ec.EllipticCurvePrivateKey):
         return key.sign(data, ec.ECDSA(digest))  # DER ECDSA-Sig-Value (RFC 3279 §2.2.3)
+    if scheme == SCHEME_PSS:
+        # RFC 4055 §3.1: RSASSA-PSS with SHA-256, MGF1-SHA-256, 32-octet salt.
+        pss = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=PSS_SALT_LENGTH)
+        return key.sign(data, pss, hashes.SHA256())
     return key.sign(data, padding.PKCS1v15(), digest)
 
 
@@ -93,12 +111,16 @@ class SoftwareKeyBackend:
     def public_key(self, key_ref: str) -> PublicKeyTypes:
         return self._key(key_ref)[0].public_key()
 
-    async def sign(self, key_ref: str, data: bytes) -> bytes:
+    async def sign(self, key_ref: str, data: bytes, *, scheme: str = SCHEME_PKCS1V15) -> bytes:
         key, algorithm = self._key(key_ref)
-        return sign_with(key, algorithm, data)
+        return sign_with(key, algorithm, data, scheme)
 
     async def destroy(self, key_ref: str) -> None:
         self._keys.pop(key_ref, None)
+
+    async def health(self) -> BackendHealth:
+        # Keys live in process memory: nothing can go away underneath us.
+        return BackendHealth(ok=True, detail=f"software backend, {len(self._keys)} key(s) loaded")
 
     def _key(self, key_ref: str) -> tuple[SoftwarePrivateKey, str]:
         try:

@@ -60,9 +60,16 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     configure_logging(settings.log.level, settings.log.format)
     if args.command == "serve":
+        from ca.errors import CAError
         from certyard.server import serve
 
-        return asyncio.run(serve(settings))
+        try:
+            return asyncio.run(serve(settings))
+        except CAError as exc:
+            # A CA that cannot start (no token, bad PIN file, a profile the linter refuses)
+            # is one clear line, not a traceback.
+            print(f"certyard: cannot start: {exc}", file=sys.stderr)
+            return 1
     if args.command == "ca":
         return asyncio.run(_print_root(settings))
     if args.command == "db":

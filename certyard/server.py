@@ -16,14 +16,17 @@ from pathlib import Path
 
 import structlog
 from aiohttp import web
+from cryptography.hazmat.primitives import serialization
 
 from acme_server.app import create_app
 from acme_server.context import AcmeContext
 from acme_server.nonces import NonceService
-from acme_server.urls import Urls
+from acme_server.urls import PREFIX, Urls
 from acme_server.validation_worker import ValidationWorker
-from certyard.settings import Settings
+from certyard.health import HealthChecks, add_health_routes
+from certyard.settings import Settings, parse_hostport
 from certyard.wiring import Services, acme_config, build_services, ensure_private_dir, utc_now
+from revocation_server.app import create_app as create_revocation_app
 
 log = structlog.get_logger("certyard")
 
@@ -55,7 +58,7 @@ def build_acme_context(services: Services, worker_wake: list[ValidationWorker]) 
     return AcmeContext(
         config=config,
         sessions=services.sessions,
-        issuer=services.issuance,
+        issuer=services.authority,
         nonces=NonceService(services.sessions, utc_now, config.nonce_lifetime),
         urls=Urls(config.base_url),
         clock=utc_now,
@@ -70,6 +73,14 @@ def _wake_all(workers: list[ValidationWorker]) -> None:
         worker.wake()
 
 
+def build_https_app(context: AcmeContext, checks: HealthChecks) -> web.Application:
+    """The public HTTPS listener: ACME under /acme, /healthz and /readyz at the top."""
+    root = web.Application(client_max_size=context.config.max_body_bytes)
+    add_health_routes(root, checks)
+    root.add_subapp(PREFIX, create_app(context))
+    return root
+
+
 async def _purge_loop(context: AcmeContext) -> None:
     while True:
         await asyncio.sleep(300)
@@ -79,13 +90,34 @@ async def _purge_loop(context: AcmeContext) -> None:
             log.exception("nonce_purge_failed")
 
 
+async def _crl_loop(services: Services) -> None:
+    """Regenerate CRLs on schedule (RFC 5280 §5.1.2.5: a new CRL before nextUpdate)."""
+    interval = services.settings.ca.crl_regenerate_minutes * 60
+    while True:
+        try:
+            await services.crls.regenerate_all()
+        except Exception:
+            log.exception("crl_regeneration_failed")
+        await asyncio.sleep(interval)
+
+
+def build_http_app(services: Services) -> web.Application:
+    """The plain-HTTP listener: CRLs, OCSP and issuer certificates (RFC 5019 §5)."""
+    hierarchy = services.hierarchy
+    issuers = {
+        handle.id: handle.certificate.public_bytes(serialization.Encoding.DER)
+        for handle in (hierarchy.root, hierarchy.intermediate)
+    }
+    return create_revocation_app(services.crls, services.ocsp, issuer_certs=issuers)
+
+
 async def serve(settings: Settings) -> int:
     services = await build_services(settings)
     workers: list[ValidationWorker] = []
     context = build_acme_context(services, workers)
     worker = ValidationWorker(context, context.config.validation_workers)
     workers.append(worker)
-    app = create_app(context)
+    app = build_https_app(context, HealthChecks(services.engine, services.backend))
     ssl_context = await server_ssl_context(services)
     host, port = settings.listen_host_port
     runner = web.AppRunner(
@@ -93,27 +125,46 @@ async def serve(settings: Settings) -> int:
     )
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=ssl_context, reuse_address=True)
+    http_runner: web.AppRunner | None = None
+    if settings.server.http_listen:
+        http_runner = web.AppRunner(
+            build_http_app(services),
+            shutdown_timeout=settings.server.shutdown_grace_seconds,
+            access_log=None,
+        )
+        await http_runner.setup()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    background: list[asyncio.Task[None]] = []
     try:
         await site.start()
+        if http_runner is not None:
+            http_host, http_port = parse_hostport(settings.server.http_listen)
+            await web.TCPSite(http_runner, http_host, http_port, reuse_address=True).start()
         worker.start()
-        purge = asyncio.create_task(_purge_loop(context))
+        background.append(asyncio.create_task(_purge_loop(context)))
+        background.append(asyncio.create_task(_crl_loop(services)))
         log.info(
             "certyard_started",
             acme_directory=context.urls.directory,
             listen=f"{host}:{port}",
+            crl_ocsp=settings.http_public_url,
             root_certificate=str(Path(settings.server.data_dir) / "ca" / "root.pem"),
+            key_backend=services.backend.name,
             database=settings.database_url.split("@")[-1],
             instance=secrets.token_hex(4),
         )
         await stop.wait()
         log.info("certyard_stopping")
-        purge.cancel()
     finally:
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
         await runner.cleanup()  # stops listening, waits for requests in flight
+        if http_runner is not None:
+            await http_runner.cleanup()
         await worker.stop()
         await services.close()
     log.info("certyard_stopped")

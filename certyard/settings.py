@@ -41,6 +41,10 @@ class ServerSettings(_Section):
     public_url: str | None = None
     max_body_bytes: int = Field(default=65536, ge=1024, le=16 * 1024 * 1024)
     shutdown_grace_seconds: float = Field(default=10, ge=0, le=600)
+    # Plain-HTTP listener for CRLs and OCSP (RFC 5019 §5: served without TLS); "" disables it.
+    http_listen: str = "127.0.0.1:8080"
+    # The URL clients reach that listener at (put into certificates); default from http_listen.
+    http_public_url: str | None = None
 
     @field_validator("listen")
     @classmethod
@@ -48,7 +52,14 @@ class ServerSettings(_Section):
         parse_hostport(value)
         return value
 
-    @field_validator("public_url")
+    @field_validator("http_listen")
+    @classmethod
+    def _check_http_listen(cls, value: str) -> str:
+        if value:
+            parse_hostport(value)
+        return value
+
+    @field_validator("public_url", "http_public_url")
     @classmethod
     def _check_public_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("https://", "http://")):
@@ -74,13 +85,49 @@ class DatabaseSettings(_Section):
         return value
 
 
+class Pkcs11Settings(_Section):
+    # Empty module: certyard provisions a SoftHSM2 token under <data_dir>/softhsm (the default).
+    module: str = ""
+    token_label: str = "certyard"  # noqa: S105 - a token name, not a secret
+    # File holding the user PIN (owner-only); empty with SoftHSM2: <data_dir>/softhsm/user-pin.
+    pin_file: Path | None = None
+    sessions: int = Field(default=4, ge=1, le=64)
+
+
+KeyType = Literal["ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096"]
+ALL_KEY_TYPES: list[KeyType] = ["ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096"]
+
+
+class ProfileSettings(_Section):
+    name: str
+    kind: Literal["tls-server", "tls-client", "device", "shortlived"]
+    validity_days: float = Field(gt=0)
+    key_types: list[KeyType] = Field(default_factory=lambda: list(ALL_KEY_TYPES))
+    include_crl_dp: bool = True
+    include_ocsp_aia: bool = False
+    description: str = ""
+
+
 class CASettings(_Section):
-    key_algorithm: Literal["ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096"] = "ec-p256"
+    backend: Literal["pkcs11", "software"] = "pkcs11"
+    pkcs11: Pkcs11Settings = Field(default_factory=Pkcs11Settings)
+    key_algorithm: KeyType = "ec-p256"
     organization: str = "certyard"
     root_common_name: str = "certyard Root CA"
     intermediate_common_name: str = "certyard Issuing CA 1"
     leaf_validity_days: int = Field(default=90, ge=1, le=398)
     key_passphrase_file: Path | None = None
+    country: str = Field(default="XX", pattern=r"^[A-Z]{2}$")
+    # Lint every certificate with pkilint before the real key signs it (off only for benchmarks).
+    lint: bool = True
+    # A private CA may certify internal names (.test, .internal, private IPs).
+    allow_internal_names: bool = True
+    default_profile: str = "tls-server"
+    # Empty: the built-in profiles (tls-server, tls-client, device, shortlived).
+    profiles: list[ProfileSettings] = Field(default_factory=list)
+    crl_validity_hours: float = Field(default=168, gt=0, le=240)
+    crl_regenerate_minutes: float = Field(default=60, gt=0)
+    ocsp_validity_hours: float = Field(default=96, ge=8, le=240)
 
 
 class AcmeSettings(_Section):
@@ -111,7 +158,6 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="CERTYARD__",
         env_nested_delimiter="__",
-        env_nested_max_split=1,
         extra="forbid",
         case_sensitive=False,
     )
@@ -146,6 +192,22 @@ class Settings(BaseSettings):
     @property
     def listen_host_port(self) -> tuple[str, int]:
         return parse_hostport(self.server.listen)
+
+    @property
+    def http_public_url(self) -> str | None:
+        """Base URL of the plain-HTTP listener (CRL, OCSP), None when it is disabled."""
+        if self.server.http_public_url:
+            return self.server.http_public_url
+        if not self.server.http_listen:
+            return None
+        host, port = parse_hostport(self.server.http_listen)
+        # Where the listener really is, when it names one address (127.0.0.1 by default);
+        # the server's first hostname when it listens on every address.
+        unspecified = ("0.0.0.0", "::", "")  # noqa: S104 - comparing, not binding
+        name = host if host not in unspecified else self.server.hostnames[0]
+        if ":" in name:
+            name = f"[{name}]"
+        return f"http://{name}:{port}" if port != 80 else f"http://{name}"
 
     @property
     def public_url(self) -> str:

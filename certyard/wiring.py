@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,9 +12,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from acme_server.config import AcmeConfig
 from acme_server.va import ValidationConfig
-from ca.config import CAConfig
+from ca.authority import CertificateAuthority
+from ca.config import CAConfig, ProfileConfig, default_profiles
+from ca.crl import CRLConfig, CRLService
+from ca.errors import CAError
 from ca.hierarchy import Hierarchy, load_or_create_hierarchy
 from ca.issuance import IssuanceService
+from ca.keys import KeyBackend
+from ca.ocsp import OCSPConfig, OCSPResponder
+from ca.ocsp_signer import OCSPSignerProvider
+from ca.pkcs11_keys import Pkcs11Config, Pkcs11KeyBackend
+from ca.softhsm import ensure_softhsm_token
 from ca.software_keys import SoftwareKeyBackend, load_or_create_passphrase
 from certyard.settings import Settings
 from storage.engine import create_engine, migrate, session_factory
@@ -30,19 +39,51 @@ class Services:
     sessions: async_sessionmaker[AsyncSession]
     hierarchy: Hierarchy
     issuance: IssuanceService
+    backend: KeyBackend
+    crls: CRLService
+    ocsp: OCSPResponder
+    authority: CertificateAuthority
 
     async def close(self) -> None:
+        close = getattr(self.backend, "close", None)
+        if close is not None:
+            await close()
         await self.engine.dispose()
 
 
 def ca_config(settings: Settings) -> CAConfig:
     ca = settings.ca
+    http_url = settings.http_public_url
+    if ca.profiles:
+        profiles = tuple(
+            ProfileConfig(
+                name=p.name,
+                kind=p.kind,
+                validity_days=p.validity_days,
+                key_types=tuple(p.key_types),
+                include_crl_dp=p.include_crl_dp,
+                include_ocsp_aia=p.include_ocsp_aia,
+                description=p.description,
+            )
+            for p in ca.profiles
+        )
+    else:
+        profiles = default_profiles(ca.leaf_validity_days)
     return CAConfig(
         key_algorithm=ca.key_algorithm,
         organization=ca.organization,
+        country=ca.country,
         root_common_name=ca.root_common_name,
         intermediate_common_name=ca.intermediate_common_name,
         leaf_validity_days=ca.leaf_validity_days,
+        profiles=profiles,
+        default_profile=ca.default_profile,
+        # RFC 5019 §5 / BR §7.1.2.11.2: revocation URLs are plain HTTP, on the http listener.
+        crl_base_url=http_url,
+        ca_issuers_url=http_url,
+        ocsp_url=f"{http_url}/ocsp" if http_url else None,
+        lint=ca.lint,
+        allow_internal_names=ca.allow_internal_names,
     )
 
 
@@ -76,24 +117,84 @@ def ensure_private_dir(path: Path) -> Path:
     return path
 
 
+def read_owner_only(path: Path, what: str) -> str:
+    """Read a secret from a file nobody but its owner may read (like ssh's key checks)."""
+    try:
+        info = path.stat()
+    except OSError as exc:
+        raise CAError("malformed", f"{what} file {path} cannot be read ({exc.strerror})") from None
+    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise CAError("malformed", f"{what} file {path} must not be readable by group or others")
+    return path.read_text().strip()
+
+
+def key_backend(settings: Settings) -> KeyBackend:
+    """The CA's key backend: a PKCS#11 token (SoftHSM2 under the data dir by default)."""
+    data_dir = settings.server.data_dir
+    ca = settings.ca
+    if ca.backend == "software":
+        passphrase_file = ca.key_passphrase_file or data_dir / "ca" / "key-passphrase"
+        ensure_private_dir(passphrase_file.parent)
+        return SoftwareKeyBackend(load_or_create_passphrase(passphrase_file))
+    p11 = ca.pkcs11
+    if not p11.module:
+        token_dir = ensure_private_dir(data_dir / "softhsm")
+        token = ensure_softhsm_token(token_dir.resolve(), label=p11.token_label)
+        return Pkcs11KeyBackend(token.backend_config(sessions=p11.sessions))
+    if p11.pin_file is None:
+        raise CAError("malformed", "ca.pkcs11.pin_file is required with ca.pkcs11.module")
+    config = Pkcs11Config(
+        module=p11.module,
+        token_label=p11.token_label,
+        pin=read_owner_only(p11.pin_file, "ca.pkcs11.pin_file"),
+        sessions=p11.sessions,
+    )
+    return Pkcs11KeyBackend(config)
+
+
 async def build_services(settings: Settings) -> Services:
     data_dir = settings.server.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
     engine = create_engine(settings.database_url)
+    backend: KeyBackend | None = None
     try:
         await migrate(engine)
         sessions = session_factory(engine)
-        passphrase_file = settings.ca.key_passphrase_file or data_dir / "ca" / "key-passphrase"
-        ensure_private_dir(passphrase_file.parent)
-        backend = SoftwareKeyBackend(load_or_create_passphrase(passphrase_file))
+        backend = key_backend(settings)
         config = ca_config(settings)
         hierarchy = await load_or_create_hierarchy(sessions, backend, config, utc_now)
         issuance = IssuanceService(sessions, hierarchy, backend, config, utc_now)
+        crls = CRLService(
+            sessions,
+            hierarchy,
+            backend,
+            utc_now,
+            CRLConfig(
+                validity=dt.timedelta(hours=settings.ca.crl_validity_hours),
+                regenerate_every=dt.timedelta(minutes=settings.ca.crl_regenerate_minutes),
+                base_url=settings.http_public_url,
+            ),
+        )
+        signers = OCSPSignerProvider(sessions, hierarchy, backend, utc_now)
+        ocsp = OCSPResponder(
+            sessions,
+            hierarchy,
+            backend,
+            utc_now,
+            signers,
+            OCSPConfig(validity=dt.timedelta(hours=settings.ca.ocsp_validity_hours)),
+        )
     except BaseException:
+        close = getattr(backend, "close", None)
+        if close is not None:
+            await close()
         await engine.dispose()
         raise
     write_root(data_dir, hierarchy.root_pem())
-    return Services(settings, engine, sessions, hierarchy, issuance)
+    authority = CertificateAuthority(sessions, issuance, crls, ocsp)
+    return Services(
+        settings, engine, sessions, hierarchy, issuance, backend, crls, ocsp, authority
+    )
 
 
 def write_root(data_dir: Path, pem: str) -> Path:

@@ -148,7 +148,14 @@ class ValidationJob(Base):
 
 
 class Certificate(Base):
-    """Every certificate the CA signed, recorded before it is released to anyone."""
+    """Every certificate the CA signs, recorded before it is signed and completed after.
+
+    ``state`` "signing": the record of an issuance whose TBS (``tbs_sha256``) is being or was
+    handed to the CA key; ``der`` and ``chain_pem`` are NULL and nothing was released, but the
+    serial may exist, so the row is revocable and revocation services treat it as issued.
+    ``state`` "issued": signed, verified and recorded with its DER. ``status`` (valid/revoked)
+    is independent of ``state``.
+    """
 
     __tablename__ = "certificates"
 
@@ -156,8 +163,8 @@ class Certificate(Base):
     # Hex of the positive serial; the UNIQUE constraint is the last word on serial uniqueness.
     serial: Mapped[str] = mapped_column(String(64), unique=True)
     issuer_id: Mapped[str] = mapped_column(String(64), ForeignKey("issuers.id"))
-    der: Mapped[bytes] = mapped_column(LargeBinary)
-    chain_pem: Mapped[str] = mapped_column(Text)
+    der: Mapped[bytes | None] = mapped_column(LargeBinary)
+    chain_pem: Mapped[str | None] = mapped_column(Text)
     names: Mapped[list[Any]]
     profile: Mapped[str] = mapped_column(String(64))
     not_before: Mapped[dt.datetime]
@@ -169,3 +176,10 @@ class Certificate(Base):
     revoked_at: Mapped[dt.datetime | None]
     revocation_reason: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[dt.datetime]
+    state: Mapped[str] = mapped_column(String(16), index=True)  # signing | issued
+    # Hex SHA-256 of the DER TBSCertificate handed to the key (lint before sign, ca/lint.py).
+    tbs_sha256: Mapped[str] = mapped_column(String(64))
+    # Who asked: "acme:<account id>", "est:<label>", "server-tls", "cli", "hierarchy".
+    requester: Mapped[str] = mapped_column(String(128))
+    # pkilint warnings recorded at issuance ("code: message"), None when there were none.
+    lint_warnings: Mapped[list[Any] | None] = mapped_column(JSON)

@@ -18,12 +18,14 @@ from acme_server.jws import jwk_public_key_der
 from acme_server.messages import RevokePayload, parse_payload
 from acme_server.pipeline import require_post_as_get, verify_post
 from ca.errors import CAError
+from ca.serials import serial_to_hex
 from storage.models import Authorization, Certificate
 
 log = structlog.get_logger("certyard.acme")
 
 PEM_CHAIN = "application/pem-certificate-chain"
 # RFC 5280 §5.3.1 reason codes; 7 is unused, and RFC 8555 §7.6 lets servers refuse others.
+CA_PROFILES = frozenset({"root-ca", "intermediate-ca", "ocsp-signing"})
 REVOCATION_REASONS = {0, 1, 2, 3, 4, 5, 6, 8, 9, 10}
 
 
@@ -34,7 +36,8 @@ async def download(request: web.Request) -> web.Response:
     account = verified.require_account()
     async with context.sessions() as session:
         cert = await session.get(Certificate, request.match_info["id"])
-    if cert is None or cert.account_id != account.id:
+    if cert is None or cert.account_id != account.id or cert.chain_pem is None:
+        # A record still "signing" was never released: it does not exist for the client.
         raise AcmeError("malformed", "no such certificate", status=404)
     response = web.Response(body=cert.chain_pem.encode(), content_type=PEM_CHAIN)
     response.headers.add("Link", f'<{context.urls.issuer(cert.issuer_id)}>;rel="up"')
@@ -68,11 +71,15 @@ async def revoke(request: web.Request) -> web.Response:
     der = target.public_bytes(serialization.Encoding.DER)
     async with context.sessions() as session:
         result = await session.execute(
-            select(Certificate).where(Certificate.serial == format(target.serial_number, "x"))
+            select(Certificate).where(Certificate.serial == serial_to_hex(target.serial_number))
         )
         cert = result.scalar_one_or_none()
         if cert is None or cert.der != der:
             raise AcmeError("malformed", "certificate was not issued by this CA", status=404)
+        if cert.profile in CA_PROFILES or not cert.names:
+            # CA and responder certificates are revoked by the operator (certyard ca revoke),
+            # never through ACME; a certificate without names has no identifiers to prove.
+            raise AcmeError("unauthorized", "this certificate cannot be revoked through ACME")
         if verified.account is None:
             # Signed with the certificate's own key (§7.6): the JWK must be that key.
             spki = target.public_key().public_bytes(

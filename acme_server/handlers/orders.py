@@ -243,9 +243,21 @@ async def finalize(request: web.Request) -> web.Response:
     except Exception as exc:
         error = _issuance_problem(exc)
         async with context.sessions.begin() as session:
-            await repo.set_order_status(
-                session, order.id, ["processing"], "invalid", context.clock(), error=error.to_json()
-            )
+            if error.http_status == 503:
+                # Nothing was issued and the fault is ours and temporary: the client may finalize
+                # again once the CA is back, so the order returns to ready.
+                await repo.set_order_status(
+                    session, order.id, ["processing"], "ready", context.clock()
+                )
+            else:
+                await repo.set_order_status(
+                    session,
+                    order.id,
+                    ["processing"],
+                    "invalid",
+                    context.clock(),
+                    error=error.to_json(),
+                )
         raise error from exc
     log.info("order_finalized", order=order.id, certificate=issued.id)
     async with context.sessions.begin() as session:
@@ -258,5 +270,14 @@ def _issuance_problem(exc: Exception) -> AcmeError:
         return exc
     if isinstance(exc, CAError) and exc.kind in ("malformed", "policy"):
         return AcmeError("badCSR", exc.detail)
+    if isinstance(exc, CAError) and exc.kind == "unavailable":
+        # The HSM is away: a temporary condition, so 503 with Retry-After (RFC 9110 §15.6.4).
+        log.error("issuance_unavailable", error=exc.detail)
+        return AcmeError(
+            "serverInternal",
+            "the CA cannot sign right now; try again later",
+            status=503,
+            headers={"Retry-After": "30"},
+        )
     log.error("issuance_failed", error=repr(exc))
     return AcmeError("serverInternal", "the certificate could not be issued")

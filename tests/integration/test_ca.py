@@ -15,17 +15,24 @@ import ssl
 import stat
 import subprocess
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+from alembic import command
+from alembic.config import Config as AlembicConfig
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
-from cryptography.x509.oid import NameOID, SignatureAlgorithmOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, SignatureAlgorithmOID
 from sqlalchemy import func, select
+from sqlalchemy import insert as sa_insert
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy import text as sa_text
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 import ca.issuance
@@ -39,10 +46,12 @@ from ca import (
     load_or_create_hierarchy,
     load_or_create_passphrase,
 )
-from ca.der import replace_signature
-from ca.serials import new_serial
-from storage.engine import create_engine, migrate, session_factory
+from ca.config import ProfileConfig
+from ca.der import replace_signature, sign_certificate
+from ca.serials import new_serial, serial_to_hex
+from storage.engine import MIGRATIONS_DIR, create_engine, migrate, session_factory
 from storage.models import Certificate, Issuer
+from storage.repositories import certificates as certificate_repo
 from tests.support.tools import require_tool
 
 PASSPHRASE = b"integration-test-passphrase-0123456789"
@@ -61,12 +70,18 @@ class CA:
     service: IssuanceService
 
 
-async def _open_ca(url: str, config: CAConfig | None = None, *, do_migrate: bool = True) -> CA:
+async def _open_ca(
+    url: str,
+    config: CAConfig | None = None,
+    *,
+    do_migrate: bool = True,
+    backend: SoftwareKeyBackend | None = None,
+) -> CA:
     engine = create_engine(url)
     if do_migrate:
         await migrate(engine)
     sessions = session_factory(engine)
-    backend = SoftwareKeyBackend(PASSPHRASE)
+    backend = backend or SoftwareKeyBackend(PASSPHRASE)
     config = config or CAConfig()
     hierarchy = await load_or_create_hierarchy(sessions, backend, config, utc_now)
     service = IssuanceService(sessions, hierarchy, backend, config, utc_now)
@@ -91,7 +106,9 @@ def _csr(
     )
 
 
-def _openssl_verify(tmp_path: Path, root_pem: str, chain_pem: str) -> None:
+def _openssl_verify(
+    tmp_path: Path, root_pem: str, chain_pem: str, *, purpose: str = "sslserver"
+) -> None:
     openssl = require_tool("openssl")
     certs = x509.load_pem_x509_certificates(chain_pem.encode())
     assert len(certs) == 2  # leaf + intermediate, no root
@@ -105,7 +122,7 @@ def _openssl_verify(tmp_path: Path, root_pem: str, chain_pem: str) -> None:
         files[name].write_text(content)
     result = subprocess.run(
         [
-            openssl, "verify", "-x509_strict", "-purpose", "sslserver",
+            openssl, "verify", "-x509_strict", "-purpose", purpose,
             "-CAfile", str(files["root.pem"]), "-untrusted", str(files["int.pem"]),
             str(files["leaf.pem"]),
         ],
@@ -277,7 +294,10 @@ async def test_issued_certificate_verifies_and_is_recorded_before_return(
 
     assert row is not None
     assert row.serial == issued.serial_hex and row.der == issued.der
-    assert row.status == "valid" and row.profile == "tls-server"
+    assert row.status == "valid" and row.profile == "tls-server" and row.state == "issued"
+    assert row.requester == "acme:acct-1" and issued.profile == "tls-server"
+    tbs = x509.load_der_x509_certificate(issued.der).tbs_certificate_bytes
+    assert row.tbs_sha256 == hashlib.sha256(tbs).hexdigest()
     assert row.account_id == "acct-1" and row.order_id == "order-1"
     assert row.names == ["www.example.com", "example.com", "192.0.2.10"]
     assert row.issuer_id == "int-1"
@@ -322,23 +342,38 @@ async def test_forced_serial_collision_is_retried(
     assert stored_first is not None and stored_first.der == first.der
 
 
-async def test_serial_collision_inside_the_callers_transaction(
+async def test_serial_collision_with_the_callers_session(
     db_url: str, ca_env: CA, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The retry must leave the caller's transaction usable (a SAVEPOINT on PostgreSQL) and keep
-    # what it already wrote, here a first certificate that is not committed yet.
+    # The collision is decided by the record's own transaction (before signing); the caller's
+    # session only receives the completion, and commits it.
+    first = await ca_env.service.issue_tls_server(_csr(), dns_names=["a.example"])
+    draws = iter([first.serial])
+    monkeypatch.setattr(ca.issuance, "new_serial", lambda: next(draws, None) or new_serial())
     async with ca_env.sessions() as session, session.begin():
-        first = await ca_env.service.issue_tls_server(
-            _csr(), dns_names=["a.example"], session=session
-        )
-        draws = iter([first.serial])
-        monkeypatch.setattr(ca.issuance, "new_serial", lambda: next(draws, None) or new_serial())
         second = await ca_env.service.issue_tls_server(
             _csr(), dns_names=["b.example"], session=session
         )
     assert second.serial != first.serial
-    assert await _row(db_url, first.id) is not None
-    assert await _row(db_url, second.id) is not None
+    for issued in (first, second):
+        row = await _row(db_url, issued.id)
+        assert row is not None and row.state == "issued" and row.der == issued.der
+
+
+async def test_serial_collision_is_settled_before_signing(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = CountingBackend(PASSPHRASE)
+    env = await _open_ca(db_url, backend=backend)
+    try:
+        first = await env.service.issue_tls_server(_csr(), dns_names=["one.example"])
+        draws = iter([first.serial])
+        monkeypatch.setattr(ca.issuance, "new_serial", lambda: next(draws, None) or new_serial())
+        before = len(backend.signed)
+        await env.service.issue_tls_server(_csr(), dns_names=["two.example"])
+        assert len(backend.signed) == before + 1  # the colliding draft was never signed
+    finally:
+        await env.engine.dispose()
 
 
 async def test_serial_collisions_give_up_after_three_tries(
@@ -357,15 +392,23 @@ async def test_issue_in_the_callers_transaction(db_url: str, ca_env: CA) -> None
         issued = await ca_env.service.issue_tls_server(
             _csr(), dns_names=["tx.example"], session=session
         )
-        assert await _row(db_url, issued.id) is None  # not committed yet
+        # The record was committed before signing; its completion waits for the caller.
+        row = await _row(db_url, issued.id)
+        assert row is not None and row.state == "signing" and row.der is None
         await session.rollback()
-    assert await _row(db_url, issued.id) is None  # gone with the caller's transaction
+    # The caller rolled back (e.g. the ACME order update failed): the record stays "signing",
+    # without DER - the certificate was never released - and it remains revocable.
+    row = await _row(db_url, issued.id)
+    assert row is not None and row.state == "signing" and row.der is None
+    assert row.chain_pem is None and row.status == "valid"
+    await ca_env.service.revoke(issued.id, 4)
 
     async with ca_env.sessions() as session, session.begin():
         kept = await ca_env.service.issue_tls_server(
             _csr(), dns_names=["tx.example"], session=session
         )
-    assert await _row(db_url, kept.id) is not None
+    row = await _row(db_url, kept.id)
+    assert row is not None and row.state == "issued" and row.der == kept.der
 
 
 async def test_revoke(ca_env: CA) -> None:
@@ -452,6 +495,7 @@ async def test_issue_server_certificate_for_the_listener(ca_env: CA, tmp_path: P
     assert b"ENCRYPTED PRIVATE KEY" in creds.key_pem
     stored = await ca_env.service.get_certificate(creds.certificate_id)
     assert stored is not None and stored.profile == "tls-server" and stored.account_id is None
+    assert stored.requester == "server-tls" and stored.state == "issued"
 
     cert_file, key_file = tmp_path / "server.pem", tmp_path / "server.key"
     cert_file.write_text(creds.chain_pem)
@@ -462,6 +506,323 @@ async def test_issue_server_certificate_for_the_listener(ca_env: CA, tmp_path: P
         ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(
             cert_file, key_file, password=b"wrong"
         )
+
+
+# --- issuance records: written before the signature, completed after it ---------------------
+
+
+class CountingBackend(SoftwareKeyBackend):
+    """The real software backend, instrumented: it keeps every TBS it is asked to sign and,
+    given a database URL, looks up the issuance record of that TBS through a connection of its
+    own (so only committed rows are visible) at the moment it signs."""
+
+    def __init__(self, passphrase: bytes, db_url: str | None = None) -> None:
+        super().__init__(passphrase)
+        self.signed: list[bytes] = []
+        self.records_seen: list[tuple[str, bytes | None] | None] = []
+        self.fail: Exception | None = None
+        self.sign_other_bytes = False
+        self.before_sign: Callable[[], Awaitable[None]] | None = None
+        self._db_url = db_url
+
+    async def sign(self, key_ref: str, data: bytes, **kwargs: Any) -> bytes:
+        self.signed.append(data)
+        if self._db_url is not None:
+            self.records_seen.append(await _record_for_tbs(self._db_url, data))
+        if self.before_sign is not None:
+            await self.before_sign()
+        if self.fail is not None:
+            raise self.fail
+        if self.sign_other_bytes:
+            data = data + b"\x00"
+        return await super().sign(key_ref, data, **kwargs)
+
+
+async def _record_for_tbs(url: str, tbs: bytes) -> tuple[str, bytes | None] | None:
+    engine = create_engine(url)
+    try:
+        async with session_factory(engine)() as session:
+            row = await session.scalar(
+                select(Certificate).where(Certificate.tbs_sha256 == hashlib.sha256(tbs).hexdigest())
+            )
+            return None if row is None else (row.state, row.der)
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+async def counted(db_url: str) -> AsyncIterator[tuple[CA, CountingBackend]]:
+    backend = CountingBackend(PASSPHRASE, db_url)
+    env = await _open_ca(db_url, backend=backend)
+    yield env, backend
+    await env.engine.dispose()
+
+
+async def _only_signing_row(sessions: async_sessionmaker[AsyncSession]) -> Certificate:
+    async with sessions() as session:
+        rows = await session.scalars(select(Certificate).where(Certificate.state == "signing"))
+        found = rows.all()
+    assert len(found) == 1
+    return found[0]
+
+
+async def test_the_record_exists_when_the_key_signs(
+    db_url: str, counted: tuple[CA, CountingBackend]
+) -> None:
+    env, backend = counted
+    issued = await env.service.issue_tls_server(_csr(), dns_names=["rec.example"], account_id="a")
+    # At the moment of signing: committed, "signing", no DER, and holding this very TBS hash.
+    assert backend.records_seen[-1] == ("signing", None)
+    row = await _row(db_url, issued.id)
+    assert row is not None and row.state == "issued" and row.der == issued.der
+    assert row.tbs_sha256 == hashlib.sha256(backend.signed[-1]).hexdigest()
+    assert row.chain_pem == issued.chain_pem and row.requester == "acme:a"
+    assert x509.load_der_x509_certificate(issued.der).tbs_certificate_bytes == backend.signed[-1]
+
+
+async def test_an_unavailable_key_leaves_a_revocable_signing_record(
+    counted: tuple[CA, CountingBackend],
+) -> None:
+    env, backend = counted
+    backend.fail = CAError("unavailable", "the token was removed")
+    with pytest.raises(CAError) as info:
+        await env.service.issue(
+            _csr(), profile="tls-server", dns_names=["hsm.example"], requester="cli"
+        )
+    assert info.value.kind == "unavailable"
+    row = await _only_signing_row(env.sessions)
+    assert row.der is None and row.chain_pem is None and row.status == "valid"
+    assert row.tbs_sha256 == hashlib.sha256(backend.signed[-1]).hexdigest()
+    assert row.requester == "cli" and row.names == ["hsm.example"]
+    signed = x509.load_der_x509_certificate(_draft_der(backend.signed[-1]))
+    assert row.serial == serial_to_hex(signed.serial_number)  # the serial that was signed
+    stored = await env.service.get_certificate(row.id)
+    assert stored is not None and stored.state == "signing" and stored.der is None
+
+    await env.service.revoke(row.id, 1)  # keyCompromise: a "signing" record is revocable
+    stored = await env.service.get_certificate(row.id)
+    assert stored is not None and stored.status == "revoked" and stored.revocation_reason == 1
+
+
+def _draft_der(tbs: bytes) -> bytes:
+    """A Certificate SEQUENCE around ``tbs`` with a dummy algorithm and signature, enough for
+    cryptography to read the TBS fields back."""
+    algorithm = bytes.fromhex("300a06082a8648ce3d040302")  # ecdsa-with-SHA256
+    body = tbs + algorithm + b"\x03\x01\x00"
+    return b"\x30" + _der_length(len(body)) + body
+
+
+def _der_length(length: int) -> bytes:
+    if length < 0x80:
+        return bytes([length])
+    octets = length.to_bytes((length.bit_length() + 7) // 8, "big")
+    return bytes([0x80 | len(octets)]) + octets
+
+
+async def test_a_signature_over_other_bytes_is_refused(
+    counted: tuple[CA, CountingBackend],
+) -> None:
+    env, backend = counted
+    backend.sign_other_bytes = True
+    with pytest.raises(CAError) as info:
+        await env.service.issue_tls_server(_csr(), dns_names=["other.example"])
+    assert info.value.kind == "internal" and "did not verify" in info.value.detail
+    row = await _only_signing_row(env.sessions)
+    assert row.der is None  # never released, still on record
+
+
+async def test_a_valid_certificate_with_another_tbs_is_refused(
+    counted: tuple[CA, CountingBackend], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A splice that hands back a *correctly signed* certificate of the same issuer with other
+    # content: the signature verifies, only the TBS byte comparison can catch it.
+    env, _ = counted
+    intermediate = env.hierarchy.intermediate
+    impostor = await sign_certificate(
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([]))
+        .issuer_name(intermediate.certificate.subject)
+        .public_key(ec.generate_private_key(ec.SECP256R1()).public_key())
+        .serial_number(new_serial())
+        .not_valid_before(utc_now())
+        .not_valid_after(utc_now() + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("impostor.example")]), critical=True
+        ),
+        backend=env.backend,
+        key_ref=intermediate.key_ref,
+        algorithm=intermediate.algorithm,
+        issuer=intermediate.certificate,
+    )
+    impostor_der = impostor.public_bytes(serialization.Encoding.DER)
+    monkeypatch.setattr(ca.issuance, "replace_signature", lambda _der, _sig: impostor_der)
+    with pytest.raises(CAError) as info:
+        await env.service.issue_tls_server(_csr(), dns_names=["real.example"])
+    assert info.value.kind == "internal" and "TBS differs" in info.value.detail
+    assert (await _only_signing_row(env.sessions)).der is None
+
+
+async def test_a_record_revoked_while_signing_is_never_released(
+    counted: tuple[CA, CountingBackend],
+) -> None:
+    env, backend = counted
+
+    async def revoke_the_record() -> None:
+        row = await _only_signing_row(env.sessions)
+        await env.service.revoke(row.id, 1)
+
+    backend.before_sign = revoke_the_record
+    with pytest.raises(CAError) as info:
+        await env.service.issue_tls_server(_csr(), dns_names=["revoked.example"])
+    assert info.value.kind == "conflict"
+    row = await _only_signing_row(env.sessions)
+    assert row.status == "revoked" and row.der is None
+
+
+async def test_only_the_key_and_the_names_come_from_the_csr(ca_env: CA) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(
+            x509.Name(
+                [
+                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Evil Corp"),
+                    x509.NameAttribute(NameOID.COMMON_NAME, "evil.example"),
+                ]
+            )
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]), critical=False)
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("evil.example")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    issued = await ca_env.service.issue_tls_server(csr, dns_names=["good.example"])
+    leaf = x509.load_der_x509_certificate(issued.der)
+    assert leaf.subject == x509.Name([])
+    san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == ["good.example"]
+    bc = leaf.extensions.get_extension_for_class(x509.BasicConstraints).value
+    assert bc.ca is False
+    eku = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(eku) == [ExtendedKeyUsageOID.SERVER_AUTH]
+    assert _spki(leaf.public_key()) == _spki(key.public_key())
+
+
+async def test_profiles_by_name(ca_env: CA, tmp_path: Path) -> None:
+    device_key = rsa.generate_private_key(65537, 2048)
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([]))
+        .sign(device_key, hashes.SHA256())
+    )
+    device = await ca_env.service.issue(
+        csr, profile="device", dns_names=[], common_name="dev-0042", requester="est:default"
+    )
+    leaf = x509.load_der_x509_certificate(device.der)
+    assert leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "dev-0042"
+    assert device.profile == "device"
+    stored = await ca_env.service.get_certificate(device.id)
+    assert stored is not None and stored.requester == "est:default" and stored.names == []
+    _openssl_verify(tmp_path, ca_env.service.root_pem(), device.chain_pem, purpose="sslclient")
+
+    client = await ca_env.service.issue(
+        _csr(), profile="tls-client", dns_names=["client.example"], requester="cli"
+    )
+    assert client.profile == "tls-client"
+    _openssl_verify(tmp_path, ca_env.service.root_pem(), client.chain_pem, purpose="sslclient")
+
+    with pytest.raises(CAError) as info:
+        await ca_env.service.issue(_csr(), profile="nope", dns_names=["x.example"], requester="cli")
+    assert info.value.kind == "policy"
+    ec_only = CAConfig().with_profiles(
+        ProfileConfig("ec-device", "device", 30, key_types=("ec-p256",))
+    )
+    service = IssuanceService(ca_env.sessions, ca_env.hierarchy, ca_env.backend, ec_only, utc_now)
+    with pytest.raises(CAError) as info:  # a 2048-bit RSA key, but only EC in this profile
+        await service.issue(csr, profile="ec-device", dns_names=[], common_name="d", requester="x")
+    assert info.value.kind == "policy"
+    assert await _count(ca_env.sessions, Certificate) == 2 + 2
+
+
+# --- migration 0002 ----------------------------------------------------------------------------
+
+
+def _alembic(connection: Connection, action: str, revision: str) -> None:
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.attributes["connection"] = connection
+    getattr(command, action)(cfg, revision)
+
+
+async def test_migration_0002_backfills_existing_certificates(db_url: str) -> None:
+    engine = create_engine(db_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(_alembic, "upgrade", "0001")
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "old")])
+        old = (
+            x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(1234)
+            .not_valid_before(utc_now()).not_valid_after(utc_now() + dt.timedelta(days=1))
+            .sign(key, hashes.SHA256())
+        )  # fmt: skip
+        der = old.public_bytes(serialization.Encoding.DER)
+        now = utc_now()
+        async with engine.begin() as conn:
+            await conn.execute(
+                sa_insert(Issuer).values(
+                    id="int-1", role="intermediate", parent_id=None, cert_pem="-", key_backend="x",
+                    key_ref="x", key_blob=None, created_at=now,
+                )
+            )  # fmt: skip
+            for cert_id, serial, account, profile in (
+                ("c1", "04d2", "acct-7", "tls-server"),
+                ("c2", "04d3", None, "intermediate-ca"),
+            ):
+                await conn.execute(
+                    sa_text(
+                        "INSERT INTO certificates (id, serial, issuer_id, der, chain_pem, names,"
+                        " profile, not_before, not_after, spki_sha256, account_id, order_id,"
+                        " status, created_at) VALUES (:id, :serial, 'int-1', :der, 'pem', '[]',"
+                        " :profile, :now, :now, 'spki', :account, NULL, 'valid', :now)"
+                    ),
+                    {"id": cert_id, "serial": serial, "der": der, "profile": profile,
+                     "account": account, "now": now.replace(tzinfo=None)},
+                )  # fmt: skip
+        await migrate(engine)  # 0001 -> head
+
+        sessions = session_factory(engine)
+        async with sessions() as session:
+            c1 = await session.get(Certificate, "c1")
+            c2 = await session.get(Certificate, "c2")
+        assert c1 is not None and c2 is not None
+        tbs_hash = hashlib.sha256(old.tbs_certificate_bytes).hexdigest()
+        assert (c1.state, c1.tbs_sha256, c1.requester) == ("issued", tbs_hash, "acme:acct-7")
+        assert (c2.state, c2.requester) == ("issued", "hierarchy")
+
+        # A "signing" record blocks the downgrade (0001 cannot hold a row without DER) ...
+        async with sessions.begin() as session:
+            await certificate_repo.insert_signing_record(
+                session, id="c3", serial_hex="04d4", issuer_id="int-1", tbs_sha256="0" * 64,
+                names=[], profile="device", not_before=now, not_after=now, spki_sha256="s",
+                requester="cli", account_id=None, order_id=None, created_at=now,
+            )  # fmt: skip
+        with pytest.raises(RuntimeError, match="still 'signing'"):
+            async with engine.begin() as conn:
+                await conn.run_sync(_alembic, "downgrade", "0001")
+        # ... and once it is resolved the schema goes back to 0001.
+        async with sessions.begin() as session:
+            await certificate_repo.complete_record(session, "c3", der, "pem")
+        async with engine.begin() as conn:
+            await conn.run_sync(_alembic, "downgrade", "0001")
+            columns = await conn.run_sync(
+                lambda c: {col["name"] for col in sa_inspect(c).get_columns("certificates")}
+            )
+        assert "state" not in columns and "tbs_sha256" not in columns
+        await migrate(engine)
+    finally:
+        await engine.dispose()
 
 
 # --- passphrase file ---------------------------------------------------------------------------

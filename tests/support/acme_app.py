@@ -12,10 +12,10 @@ from typing import Any
 import aiohttp
 from aiohttp.test_utils import TestServer
 
-from acme_server.app import create_app
 from acme_server.context import AcmeContext
 from acme_server.validation_worker import ValidationWorker
-from certyard.server import build_acme_context
+from certyard.health import HealthChecks
+from certyard.server import build_acme_context, build_https_app
 from certyard.settings import load_settings
 from certyard.wiring import Services, build_services
 from tests.support.acme_client import AcmeTestClient
@@ -52,9 +52,12 @@ async def running_acme(
     acme_settings: dict[str, Any] = {"validation_deny": [], **acme}
     if dns_address:
         acme_settings["dns_resolvers"] = [dns_address]
+    # In process, the software key backend: a PKCS#11 module is process-wide state, and the
+    # HSM path is covered by the certyard serve processes of the interop and process tests.
     settings = load_settings(
-        server={"data_dir": data_dir, "public_url": f"http://127.0.0.1:{port}"},
+        server={"data_dir": data_dir, "public_url": f"http://127.0.0.1:{port}", "http_listen": ""},
         database={"url": db_url},
+        ca={"backend": "software"},
         acme=acme_settings,
     )
     services = await build_services(settings)
@@ -62,7 +65,8 @@ async def running_acme(
     context = build_acme_context(services, workers)
     worker = ValidationWorker(context, 4)
     workers.append(worker)
-    server = TestServer(create_app(context), host="127.0.0.1", port=port)
+    app = build_https_app(context, HealthChecks(services.engine, services.backend))
+    server = TestServer(app, host="127.0.0.1", port=port)
     await server.start_server()
     worker.start()
     try:

@@ -86,6 +86,7 @@ class CertyardServer:
         self.hostnames = list(hostnames)
         self.http01_port = http01_port or free_port()
         self.tlsalpn01_port = tlsalpn01_port or free_port()
+        self.http_port = free_port()  # plain HTTP: CRL, OCSP, issuer certificates
         self.database_url = database_url
         self.public_url = public_url
         self.dns_resolvers = None if dns_resolvers is None else list(dns_resolvers)
@@ -101,6 +102,11 @@ class CertyardServer:
     def base_url(self) -> str:
         """Where this process listens (may differ from the public URL it advertises)."""
         return f"https://{self.hostnames[0]}:{self.port}"
+
+    @property
+    def http_url(self) -> str:
+        """The plain-HTTP listener (CRL, OCSP)."""
+        return f"http://{self.hostnames[0]}:{self.http_port}"
 
     @property
     def directory_url(self) -> str:
@@ -123,6 +129,7 @@ class CertyardServer:
             "SERVER__DATA_DIR": str(self.data_dir),
             "SERVER__HOSTNAMES": json.dumps(self.hostnames),
             "SERVER__SHUTDOWN_GRACE_SECONDS": "5",
+            "SERVER__HTTP_LISTEN": f"127.0.0.1:{self.http_port}",
             "ACME__HTTP01_PORT": str(self.http01_port),
             "ACME__TLSALPN01_PORT": str(self.tlsalpn01_port),
             "LOG__FORMAT": "json",
