@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 import structlog
 from aiohttp import web
 
+from acme_server import renewal
 from acme_server.context import ACME_CONTEXT, AcmeContext, ctx
 from acme_server.errors import PROBLEM_CONTENT_TYPE, AcmeError
 from acme_server.handlers import accounts, authorizations, certificates, directory, orders
@@ -78,8 +79,10 @@ def create_app(context: AcmeContext) -> web.Application:
     app.router.add_post(f"{p}/authz/{{id}}", authorizations.authorization)
     app.router.add_post(f"{p}/chall/{{id}}", authorizations.challenge)
     app.router.add_post(f"{p}/cert/{{id}}", certificates.download)
+    app.router.add_post(f"{p}/cert/{{id}}/alt/{{n}}", certificates.download_alternate)
     app.router.add_get(f"{p}/issuer/{{id}}", certificates.issuer_certificate)
     app.router.add_post(f"{p}/revoke-cert", certificates.revoke)
+    app.router.add_get(f"{p}/renewal-info/{{cert_id}}", renewal.get_renewal_info)
     return app
 
 

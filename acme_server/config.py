@@ -23,3 +23,12 @@ class AcmeConfig:
     max_identifiers: int = 100
     validation_workers: int = 8
     validation: ValidationConfig = field(default_factory=ValidationConfig)
+    # draft-ietf-acme-profiles: profile name -> description, offered in directory meta.
+    profiles: dict[str, str] = field(default_factory=lambda: {"tls-server": "TLS server"})
+    default_profile: str = "tls-server"
+    # RFC 8555 §7.3.4: when True, newAccount must carry an externalAccountBinding.
+    require_eab: bool = False
+    # How far the CA backdates notBefore (CAConfig.backdate_seconds), for validity caps.
+    ca_backdate: dt.timedelta = dt.timedelta(seconds=60)
+    # RFC 9773 §4.3: how long clients should wait before asking for renewal info again.
+    ari_retry_after: dt.timedelta = dt.timedelta(hours=6)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -13,6 +13,15 @@ from acme_server.config import AcmeConfig
 from acme_server.issuer import AcmeIssuer
 from acme_server.nonces import NonceService
 from acme_server.urls import Urls
+
+
+@dataclass(frozen=True)
+class AlternateChainView:
+    """An alternate chain of an issuer (RFC 8555 §7.4.2): ``pem`` follows the leaf; ``id``
+    names it in ``issuer_pems`` (its Link rel="up")."""
+
+    id: str
+    pem: str
 
 
 @dataclass
@@ -28,6 +37,8 @@ class AcmeContext:
     default_issuer_id: str
     # Called after a challenge is queued, so this instance's workers look at once.
     wake_validation: Callable[[], None] = lambda: None
+    # Alternate chains by issuer id, offered with Link rel="alternate" on downloads.
+    alternate_chains: dict[str, tuple[AlternateChainView, ...]] = field(default_factory=dict)
 
 
 ACME_CONTEXT = web.AppKey("acme_context", AcmeContext)

@@ -17,6 +17,7 @@ PROBLEM_CONTENT_TYPE = "application/problem+json"
 # RFC 8555 §6.7 (and RFC 9773 / draft-ietf-acme-profiles additions): type -> default HTTP status.
 DEFAULT_STATUS: dict[str, int] = {
     "accountDoesNotExist": 400,
+    "alreadyReplaced": 409,
     "alreadyRevoked": 400,
     "badCSR": 400,
     "badNonce": 400,

@@ -36,4 +36,19 @@ class AcmeIssuer(Protocol):
         session: AsyncSession | None = None,
     ) -> IssuedCertificateView: ...
 
+    async def issue(
+        self,
+        csr: x509.CertificateSigningRequest,
+        *,
+        profile: str,
+        dns_names: Sequence[str],
+        requester: str,
+        ip_addresses: Sequence[str] = (),
+        account_id: str | None = None,
+        order_id: str | None = None,
+        not_before: dt.datetime | None = None,
+        not_after: dt.datetime | None = None,
+        session: AsyncSession | None = None,
+    ) -> IssuedCertificateView: ...
+
     async def revoke(self, cert_id: str, reason: int) -> object: ...

@@ -41,6 +41,8 @@ class NewOrderPayload(_Payload):
     identifiers: list[IdentifierPayload] = Field(min_length=1)
     not_before: str | None = Field(default=None, alias="notBefore")
     not_after: str | None = Field(default=None, alias="notAfter")
+    profile: str | None = None
+    replaces: str | None = None
 
 
 class FinalizePayload(_Payload):

@@ -36,6 +36,10 @@ class Urls:
     def key_change(self) -> str:
         return self._u("/key-change")
 
+    @property
+    def renewal_info(self) -> str:
+        return self._u("/renewal-info")
+
     def account(self, account_id: str) -> str:
         return self._u(f"/account/{account_id}")
 

@@ -67,6 +67,10 @@ def order_json(context: AcmeContext, order: Order, authz_ids: list[str]) -> dict
         body["notAfter"] = rfc3339(order.not_after)
     if order.error is not None:
         body["error"] = order.error
+    if order.profile is not None:
+        body["profile"] = order.profile
+    if order.replaces is not None:
+        body["replaces"] = order.replaces
     if order.certificate_id is not None:
         body["certificate"] = context.urls.certificate(order.certificate_id)
     return body

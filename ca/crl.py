@@ -1,4 +1,6 @@
-"""Certificate revocation lists (RFC 5280 §5), one per CA of the hierarchy (or N shards of it).
+"""Certificate revocation lists (RFC 5280 §5), one per CA of the hierarchy (or N shards of it):
+the root's and every intermediate's, retired ones included (they keep publishing the status of
+the certificates they issued until those expire).
 
 Each CRL is built with cryptography's ``CertificateRevocationListBuilder`` and signed by the
 issuing CA's key through the key backend (``ca.der.sign_crl``). CRLs are cached in memory per
@@ -134,7 +136,7 @@ class _Entry:
 
 
 class CRLService:
-    """Builds, caches and serves the CRLs of the hierarchy's CAs (root and intermediate)."""
+    """Builds, caches and serves the CRLs of the hierarchy's CAs (root and intermediates)."""
 
     def __init__(
         self,
@@ -148,10 +150,7 @@ class CRLService:
         self._backend = backend
         self._clock = clock
         self._config = config
-        self._issuers: dict[str, IssuerHandle] = {
-            hierarchy.root.id: hierarchy.root,
-            hierarchy.intermediate.id: hierarchy.intermediate,
-        }
+        self._issuers: dict[str, IssuerHandle] = {handle.id: handle for handle in hierarchy.issuers}
         self._root_id = hierarchy.root.id
         self._cache: dict[tuple[str, int], _Entry] = {}
         self._locks: dict[tuple[str, int], asyncio.Lock] = {}

@@ -34,13 +34,19 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKey
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from ca.ceremony import check_name_constraints
 from ca.config import CAConfig
 from ca.der import replace_signature
 from ca.errors import CAError
 from ca.hierarchy import Hierarchy, IssuerHandle
 from ca.keys import EC_P256, KeyBackend, spki_der
 from ca.lint import Linter
-from ca.profiles import LeafProfile, normalize_dns_names, parse_ip_addresses
+from ca.profiles import (
+    LeafProfile,
+    normalize_dns_names,
+    parse_ip_addresses,
+    subscriber_key_type,
+)
 from ca.serials import new_serial, serial_to_hex
 from ca.software_keys import generate_private_key
 from storage.errors import ConflictError, DuplicateSerialError
@@ -70,6 +76,7 @@ class IssuedCertificate:
     not_after: datetime
     profile: str
     lint_warnings: tuple[str, ...] = ()
+    issuer_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -176,7 +183,9 @@ class IssuanceService:
         public_key = leaf.check_key(self._check_csr(csr))
         dns = normalize_dns_names(dns_names)
         ips = parse_ip_addresses(ip_addresses)
-        issuer = self._hierarchy.intermediate
+        # The active intermediate of the key's chain: EC keys get the ECDSA chain, RSA keys the
+        # RSA chain (the default chain's when the hierarchy has no such chain).
+        issuer = self._hierarchy.active_for(subscriber_key_type(public_key))
         window = leaf.validity(
             self._clock(), issuer=issuer.certificate, not_before=not_before, not_after=not_after
         )
@@ -201,15 +210,17 @@ class IssuanceService:
                 not_after=window[1],
             )
             draft, warnings = await self._draft(builder, issuer, leaf)
+            # RFC 5280 §4.2.1.10: a constrained issuer never signs a name outside its subtrees.
+            check_name_constraints(issuer.certificate, draft)
             try:
-                cert_id = await self._insert_record(draft, request, warnings)
+                cert_id = await self._insert_record(draft, request, warnings, issuer)
             except DuplicateSerialError:
                 continue  # RFC 5280 §4.1.2.2: serials are unique per issuer; draw another
             break
         else:
             raise CAError("internal", f"serial number collided {MAX_SERIAL_ATTEMPTS} times")
         cert = await self._sign(draft, issuer)
-        issued = self._issued(cert_id, cert, leaf.name, warnings)
+        issued = self._issued(cert_id, cert, leaf.name, warnings, issuer)
         await self._complete(issued, _tbs_sha256(draft), session)
         log.info("certificate_issued", id=cert_id, serial=issued.serial_hex, profile=leaf.name)
         return issued
@@ -348,7 +359,11 @@ class IssuanceService:
         return draft, tuple(str(warning) for warning in report.warnings)
 
     async def _insert_record(
-        self, draft: x509.Certificate, request: _Request, warnings: tuple[str, ...]
+        self,
+        draft: x509.Certificate,
+        request: _Request,
+        warnings: tuple[str, ...],
+        issuer: IssuerHandle,
     ) -> str:
         """Step 2: the "signing" record, committed on its own. Raises DuplicateSerialError."""
         cert_id = secrets.token_urlsafe(16)
@@ -358,7 +373,7 @@ class IssuanceService:
                     session,
                     id=cert_id,
                     serial_hex=serial_to_hex(draft.serial_number),
-                    issuer_id=self._hierarchy.intermediate.id,
+                    issuer_id=issuer.id,
                     tbs_sha256=_tbs_sha256(draft),
                     names=request.names,
                     profile=request.profile.name,
@@ -420,7 +435,12 @@ class IssuanceService:
             raise CAError("internal", "the certificate could not be recorded", exc) from exc
 
     def _issued(
-        self, cert_id: str, cert: x509.Certificate, profile: str, warnings: tuple[str, ...]
+        self,
+        cert_id: str,
+        cert: x509.Certificate,
+        profile: str,
+        warnings: tuple[str, ...],
+        issuer: IssuerHandle,
     ) -> IssuedCertificate:
         pem = cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
         return IssuedCertificate(
@@ -429,11 +449,12 @@ class IssuanceService:
             serial_hex=serial_to_hex(cert.serial_number),
             der=cert.public_bytes(serialization.Encoding.DER),
             pem=pem,
-            chain_pem=pem + self._hierarchy.issuing_chain_pem(),
+            chain_pem=pem + issuer.pem,
             not_before=cert.not_valid_before_utc,
             not_after=cert.not_valid_after_utc,
             profile=profile,
             lint_warnings=warnings,
+            issuer_id=issuer.id,
         )
 
 

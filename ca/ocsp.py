@@ -223,7 +223,8 @@ class _Cached:
 
 
 class OCSPResponder:
-    """Answers OCSP requests for the issuing CA of ``hierarchy``."""
+    """Answers OCSP requests for the issuing CAs of ``hierarchy``, each through its own
+    delegated responder."""
 
     def __init__(
         self,
@@ -239,13 +240,15 @@ class OCSPResponder:
         self._clock = clock
         self._signers = signers
         self._config = config or OCSPConfig()
-        # The root signs no OCSP (its key stays offline-like); the intermediate's status is on
-        # the root's CRL. So the only CertIDs we answer for name the intermediate.
-        issuer = hierarchy.intermediate
+        # The root signs no OCSP (its key stays offline-like); the intermediates' status is on
+        # the root's CRL. So the CertIDs we answer for name an intermediate - any of them,
+        # retired ones included (a CertID names a key and subject, so it also matches the
+        # leaves' alternate chains, whose cross-signed certificates carry both).
         self._issuers: dict[tuple[str, bytes, bytes], str] = {}
-        for algorithm in ACCEPTED_HASHES:
-            name_hash, key_hash = issuer_hashes(issuer.certificate, algorithm)
-            self._issuers[(algorithm.name, name_hash, key_hash)] = issuer.id
+        for issuer in hierarchy.intermediates:
+            for algorithm in ACCEPTED_HASHES:
+                name_hash, key_hash = issuer_hashes(issuer.certificate, algorithm)
+                self._issuers[(algorithm.name, name_hash, key_hash)] = issuer.id
         self._cache: OrderedDict[tuple[str, str, str], _Cached] = OrderedDict()
         # Bumped by invalidate(): a response whose status was read before is not cached.
         self._revision = 0

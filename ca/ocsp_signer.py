@@ -1,4 +1,6 @@
-"""The delegated OCSP responder certificate (RFC 6960 §4.2.2.2), one per issuing CA.
+"""The delegated OCSP responder certificate (RFC 6960 §4.2.2.2), one per issuing CA - every
+intermediate of the hierarchy, retired ones included: they no longer issue, but the status of
+what they issued is still asked for.
 
 OCSP responses are signed by a dedicated key rather than by the intermediate's: the responder key
 signs thousands of responses a day, the intermediate's only certificates and CRLs. The responder
@@ -88,9 +90,9 @@ class OCSPSignerProvider:
         self._backend = backend
         self._clock = clock
         self._config = config or OCSPSignerConfig()
-        # Only the intermediate issues end-entity certificates and answers OCSP; the root's
-        # subordinate is covered by the root's CRL (the root key stays out of online signing).
-        self._issuers = {hierarchy.intermediate.id: hierarchy.intermediate}
+        # Only intermediates issue end-entity certificates and answer OCSP; the root's
+        # subordinates are covered by the root's CRL (the root key stays out of online signing).
+        self._issuers = {handle.id: handle for handle in hierarchy.intermediates}
         self._current: dict[str, OCSPSigner] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 

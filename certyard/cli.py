@@ -1,4 +1,5 @@
-"""The ``certyard`` command line."""
+"""The ``certyard`` command line: the parser and the dispatch (commands live in their modules,
+e.g. ``certyard.ca_commands``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 import sys
 from pathlib import Path
 
+from certyard import acme_commands, ca_commands
 from certyard.logs import configure_logging
 from certyard.settings import Settings, SettingsError, load_settings
 
@@ -18,26 +20,13 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the ACME server")
     serve.add_argument("--config", type=Path, help="TOML file layered over conf/default.toml")
-    ca = sub.add_parser("ca", help="CA commands")
-    ca_sub = ca.add_subparsers(dest="ca_command", required=True)
-    root = ca_sub.add_parser("root", help="print the root CA certificate (PEM)")
-    root.add_argument("--config", type=Path)
+    ca_commands.add_parsers(sub)
+    acme_commands.add_parsers(sub)
     db = sub.add_parser("db", help="database commands")
     db_sub = db.add_subparsers(dest="db_command", required=True)
     upgrade = db_sub.add_parser("upgrade", help="apply pending migrations")
     upgrade.add_argument("--config", type=Path)
     return parser
-
-
-async def _print_root(settings: Settings) -> int:
-    from certyard.wiring import build_services
-
-    services = await build_services(settings)
-    try:
-        sys.stdout.write(services.hierarchy.root_pem())
-    finally:
-        await services.close()
-    return 0
 
 
 async def _db_upgrade(settings: Settings) -> int:
@@ -58,7 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"certyard: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    configure_logging(settings.log.level, settings.log.format)
+    level = settings.log.level
+    if args.command in ("ca", "acme") and level == "info":
+        level = "warning"  # what a CA command prints is its output, not interleaved logs
+    configure_logging(level, settings.log.format)
     if args.command == "serve":
         from ca.errors import CAError
         from certyard.server import serve
@@ -71,7 +63,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"certyard: cannot start: {exc}", file=sys.stderr)
             return 1
     if args.command == "ca":
-        return asyncio.run(_print_root(settings))
+        return asyncio.run(ca_commands.run(args, settings))
+    if args.command == "acme":
+        try:
+            return asyncio.run(acme_commands.run(settings, args))
+        except acme_commands.UsageError as exc:
+            print(f"certyard: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
     if args.command == "db":
         return asyncio.run(_db_upgrade(settings))
     return 1

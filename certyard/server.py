@@ -19,7 +19,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 
 from acme_server.app import create_app
-from acme_server.context import AcmeContext
+from acme_server.context import AcmeContext, AlternateChainView
 from acme_server.nonces import NonceService
 from acme_server.urls import PREFIX, Urls
 from acme_server.validation_worker import ValidationWorker
@@ -55,6 +55,18 @@ async def server_ssl_context(services: Services) -> ssl.SSLContext:
 def build_acme_context(services: Services, worker_wake: list[ValidationWorker]) -> AcmeContext:
     config = acme_config(services.settings)
     hierarchy = services.hierarchy
+    # Every intermediate (retired ones still have certificates out there) and every alternate
+    # chain, for Link rel="up" (RFC 8555 §7.4.2); alternates for rel="alternate".
+    issuer_pems = {handle.id: handle.pem for handle in hierarchy.intermediates}
+    issuer_pems.update({alternate.id: alternate.pem for alternate in hierarchy.alternates})
+    alternates = {
+        handle.id: tuple(
+            AlternateChainView(id=alternate.id, pem=alternate.pem)
+            for alternate in hierarchy.alternates_of(handle.id)
+        )
+        for handle in hierarchy.intermediates
+        if hierarchy.alternates_of(handle.id)
+    }
     return AcmeContext(
         config=config,
         sessions=services.sessions,
@@ -62,8 +74,9 @@ def build_acme_context(services: Services, worker_wake: list[ValidationWorker]) 
         nonces=NonceService(services.sessions, utc_now, config.nonce_lifetime),
         urls=Urls(config.base_url),
         clock=utc_now,
-        issuer_pems={hierarchy.intermediate.id: hierarchy.intermediate.pem},
+        issuer_pems=issuer_pems,
         default_issuer_id=hierarchy.intermediate.id,
+        alternate_chains=alternates,
         wake_validation=lambda: _wake_all(worker_wake),
     )
 
@@ -102,11 +115,11 @@ async def _crl_loop(services: Services) -> None:
 
 
 def build_http_app(services: Services) -> web.Application:
-    """The plain-HTTP listener: CRLs, OCSP and issuer certificates (RFC 5019 §5)."""
-    hierarchy = services.hierarchy
+    """The plain-HTTP listener: CRLs, OCSP and issuer certificates (RFC 5019 §5) of the root
+    and every intermediate (AIA caIssuers of their certificates names them)."""
     issuers = {
         handle.id: handle.certificate.public_bytes(serialization.Encoding.DER)
-        for handle in (hierarchy.root, hierarchy.intermediate)
+        for handle in services.hierarchy.issuers
     }
     return create_revocation_app(services.crls, services.ocsp, issuer_certs=issuers)
 

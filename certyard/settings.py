@@ -145,6 +145,10 @@ class AcmeSettings(_Section):
     validation_workers: int = Field(default=8, ge=1, le=256)
     validation_timeout_seconds: float = Field(default=10, gt=0, le=120)
     orders_page_size: int = Field(default=50, ge=1, le=1000)
+    # RFC 8555 §7.3.4: refuse newAccount without an external account binding.
+    require_eab: bool = False
+    # RFC 9773 §4.3: Retry-After on renewalInfo answers.
+    ari_retry_after_seconds: int = Field(default=21600, ge=60, le=7 * 86400)
 
     @field_validator("dns_resolvers")
     @classmethod

@@ -7,23 +7,25 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from acme_server.config import AcmeConfig
 from acme_server.va import ValidationConfig
 from ca.authority import CertificateAuthority
+from ca.ceremony import Ceremony, default_ceremony
 from ca.config import CAConfig, ProfileConfig, default_profiles
 from ca.crl import CRLConfig, CRLService
 from ca.errors import CAError
-from ca.hierarchy import Hierarchy, load_or_create_hierarchy
+from ca.hierarchy import Hierarchy, create_hierarchy, load_hierarchy, load_or_create_hierarchy
 from ca.issuance import IssuanceService
 from ca.keys import KeyBackend
 from ca.ocsp import OCSPConfig, OCSPResponder
 from ca.ocsp_signer import OCSPSignerProvider
 from ca.pkcs11_keys import Pkcs11Config, Pkcs11KeyBackend
 from ca.softhsm import ensure_softhsm_token
-from ca.software_keys import SoftwareKeyBackend, load_or_create_passphrase
+from ca.software_keys import SoftwareKeyBackend, default_kek, load_or_create_passphrase
 from certyard.settings import Settings
 from storage.engine import create_engine, migrate, session_factory
 
@@ -89,7 +91,16 @@ def ca_config(settings: Settings) -> CAConfig:
 
 def acme_config(settings: Settings) -> AcmeConfig:
     acme = settings.acme
+    ca = ca_config(settings)
+    # ACME issues TLS server certificates: only those profiles are offered to ACME clients.
+    profiles = {p.name: p.description or p.name for p in ca.profiles if p.is_server}
+    default = ca.default_profile if ca.default_profile in profiles else next(iter(profiles))
     return AcmeConfig(
+        profiles=profiles,
+        default_profile=default,
+        require_eab=acme.require_eab,
+        ca_backdate=dt.timedelta(seconds=ca.backdate_seconds),
+        ari_retry_after=dt.timedelta(seconds=acme.ari_retry_after_seconds),
         base_url=settings.public_url,
         terms_of_service=acme.terms_of_service,
         website=acme.website,
@@ -133,9 +144,13 @@ def key_backend(settings: Settings) -> KeyBackend:
     data_dir = settings.server.data_dir
     ca = settings.ca
     if ca.backend == "software":
+        # Envelope encryption: a data key per CA key, wrapped by the KEK (CERTYARD_KEK or the
+        # owner-only file <data_dir>/ca/kek). Blobs written before it (v1, one passphrase) still
+        # load when the old passphrase file is there.
+        ensure_private_dir(data_dir / "ca")
         passphrase_file = ca.key_passphrase_file or data_dir / "ca" / "key-passphrase"
-        ensure_private_dir(passphrase_file.parent)
-        return SoftwareKeyBackend(load_or_create_passphrase(passphrase_file))
+        legacy = load_or_create_passphrase(passphrase_file) if passphrase_file.exists() else None
+        return SoftwareKeyBackend(default_kek(data_dir), legacy_passphrase=legacy)
     p11 = ca.pkcs11
     if not p11.module:
         token_dir = ensure_private_dir(data_dir / "softhsm")
@@ -152,7 +167,39 @@ def key_backend(settings: Settings) -> KeyBackend:
     return Pkcs11KeyBackend(config)
 
 
-async def build_services(settings: Settings) -> Services:
+# How build_services finds the CA hierarchy: load it, creating it on an empty database (serve);
+# only load it (CAError "not_found" when there is none); only create it ("conflict" if one exists).
+HierarchyMode = Literal["load_or_create", "load", "create"]
+
+
+async def _hierarchy(
+    sessions: async_sessionmaker[AsyncSession],
+    backend: KeyBackend,
+    config: CAConfig,
+    mode: HierarchyMode,
+    ceremony: Ceremony | None,
+) -> Hierarchy:
+    # A new hierarchy is the ceremony's, by default a root with an ECDSA and an RSA chain.
+    plan = ceremony or default_ceremony(config)
+    if mode == "create":
+        return await create_hierarchy(sessions, backend, config, utc_now, plan)
+    if mode == "load_or_create":
+        return await load_or_create_hierarchy(sessions, backend, config, utc_now, ceremony=plan)
+    found = await load_hierarchy(sessions, backend)
+    if found is None:
+        raise CAError("not_found", "the database has no CA hierarchy yet: run certyard ca init")
+    return found
+
+
+async def build_services(
+    settings: Settings,
+    *,
+    hierarchy_mode: HierarchyMode = "load_or_create",
+    ceremony: Ceremony | None = None,
+) -> Services:
+    """Open the database and the key backend, then the CA hierarchy (``hierarchy_mode``; a new
+    one is made by ``ceremony``, default :func:`ca.ceremony.default_ceremony`), and the CA's
+    services on top of them."""
     data_dir = settings.server.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
     engine = create_engine(settings.database_url)
@@ -162,7 +209,7 @@ async def build_services(settings: Settings) -> Services:
         sessions = session_factory(engine)
         backend = key_backend(settings)
         config = ca_config(settings)
-        hierarchy = await load_or_create_hierarchy(sessions, backend, config, utc_now)
+        hierarchy = await _hierarchy(sessions, backend, config, hierarchy_mode, ceremony)
         issuance = IssuanceService(sessions, hierarchy, backend, config, utc_now)
         crls = CRLService(
             sessions,

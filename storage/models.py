@@ -31,12 +31,20 @@ class Base(DeclarativeBase):
 
 
 class Issuer(Base):
-    """A CA certificate of the hierarchy and the reference to its key in a key backend."""
+    """A CA certificate of the hierarchy and the reference to its key in a key backend.
+
+    ``role``: "root"; "intermediate" (an issuing CA of chain "ecdsa" or "rsa"; at most one
+    "active" per chain, the ones it replaced "retired": they sign no more certificates but keep
+    signing CRLs and OCSP for those they issued); "ocsp" (a delegated OCSP responder of
+    ``parent_id``); "alternate" (another certificate for the key of intermediate
+    ``alternate_of``, e.g. a cross-signature, with the certificates that follow it in an
+    alternate chain: ``cert_pem`` holds the whole bundle, and the row has no key of its own).
+    """
 
     __tablename__ = "issuers"
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    role: Mapped[str] = mapped_column(String(16))  # "root" | "intermediate"
+    role: Mapped[str] = mapped_column(String(16))  # root | intermediate | ocsp | alternate
     parent_id: Mapped[str | None] = mapped_column(String(64), ForeignKey("issuers.id"))
     cert_pem: Mapped[str] = mapped_column(Text)
     key_backend: Mapped[str] = mapped_column(String(32))
@@ -44,6 +52,11 @@ class Issuer(Base):
     # Software backend only: the private key as encrypted PKCS#8 (never plaintext at rest).
     key_blob: Mapped[bytes | None] = mapped_column(LargeBinary)
     created_at: Mapped[dt.datetime]
+    # Migration 0003: rotation and alternate chains.
+    status: Mapped[str] = mapped_column(String(16), server_default="active")  # active | retired
+    chain: Mapped[str | None] = mapped_column(String(16))  # ecdsa | rsa (intermediates)
+    alternate_of: Mapped[str | None] = mapped_column(String(64))  # an intermediate's id
+    retired_at: Mapped[dt.datetime | None]
 
 
 class Account(Base):
@@ -57,6 +70,8 @@ class Account(Base):
     contact: Mapped[list[Any]]
     tos_agreed: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[dt.datetime]
+    # RFC 8555 §7.3.4: the EAB key this account was created with, whose policy it inherits.
+    eab_kid: Mapped[str | None] = mapped_column(String(64), default=None)
 
 
 class Nonce(Base):
@@ -83,6 +98,10 @@ class Order(Base):
     certificate_id: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[dt.datetime]
     updated_at: Mapped[dt.datetime]
+    # draft-ietf-acme-profiles: the profile asked for (None: the CA's default).
+    profile: Mapped[str | None] = mapped_column(String(64), default=None)
+    # RFC 9773 §5: the certID (canonical form) of the certificate this order replaces.
+    replaces: Mapped[str | None] = mapped_column(String(128), default=None, index=True)
 
 
 class Authorization(Base):
@@ -183,3 +202,30 @@ class Certificate(Base):
     requester: Mapped[str] = mapped_column(String(128))
     # pkilint warnings recorded at issuance ("code: message"), None when there were none.
     lint_warnings: Mapped[list[Any] | None] = mapped_column(JSON)
+    # RFC 9773: an operator-advanced renewal window (certyard acme ari advance); None = default.
+    ari_window_start: Mapped[dt.datetime | None] = mapped_column(default=None)
+    ari_window_end: Mapped[dt.datetime | None] = mapped_column(default=None)
+
+
+class EabKey(Base):
+    """An External Account Binding key (RFC 8555 §7.3.4) and the policy it carries.
+
+    The HMAC key is a shared secret the CA must be able to use, so it is stored as is (like
+    Boulder and step-ca do); it is shown once at creation and never logged.
+    """
+
+    __tablename__ = "eab_keys"
+
+    kid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    hmac_key: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[dt.datetime]
+    expires_at: Mapped[dt.datetime | None]
+    revoked_at: Mapped[dt.datetime | None]
+    # The account this key was bound to by its first use (one key, one account).
+    account_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    # Policy: names (exact or "*.example.com" for subdomains) the account may order, profiles
+    # it may use, and a validity cap; empty lists and None mean "no restriction".
+    allowed_domains: Mapped[list[Any]]
+    allowed_profiles: Mapped[list[Any]]
+    max_validity_days: Mapped[int | None] = mapped_column(Integer)
+    description: Mapped[str] = mapped_column(String(255), default="")

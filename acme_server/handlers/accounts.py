@@ -9,13 +9,14 @@ from aiohttp import web
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 
+from acme_server import eab
 from acme_server.context import AcmeContext, ctx
 from acme_server.errors import AcmeError, malformed
 from acme_server.ids import new_id
 from acme_server.jws import jwk_thumbprint, jwk_to_json, verify_key_change
 from acme_server.messages import AccountUpdatePayload, NewAccountPayload, parse_payload
 from acme_server.pipeline import first_account_with_key, verify_post
-from storage.models import Account
+from storage.models import Account, EabKey
 
 MAX_CONTACTS = 10
 # A pragmatic addr-spec check: one address, no hfields (RFC 8555 §7.3 lets servers refuse them).
@@ -76,9 +77,24 @@ async def new_account(request: web.Request) -> web.Response:
         raise AcmeError("accountDoesNotExist", "no account exists with this key")
     if context.config.terms_of_service and payload.terms_of_service_agreed is not True:
         raise malformed("the client must agree to the terms of service (termsOfServiceAgreed)")
-    if payload.external_account_binding is not None:
-        raise malformed("external account binding is not enabled on this server")
+    binding = payload.external_account_binding
+    if binding is None and context.config.require_eab:
+        raise AcmeError(
+            "externalAccountRequired", "this server requires an external account binding"
+        )
     contacts = validate_contacts(payload.contact or [])
+    eab_kid = None
+    if binding is not None:
+        eab_kid = eab.kid_of(binding)
+        async with context.sessions() as session:
+            key = await session.get(EabKey, eab_kid) if eab_kid else None
+        eab.verify_binding(
+            binding,
+            account_key=verified.key,
+            url=context.urls.new_account,
+            key=key,
+            now=context.clock(),
+        )
     account = Account(
         id=new_id(),
         key_thumbprint=thumbprint,
@@ -87,10 +103,15 @@ async def new_account(request: web.Request) -> web.Response:
         contact=contacts,
         tos_agreed=bool(payload.terms_of_service_agreed),
         created_at=context.clock(),
+        eab_kid=eab_kid,
     )
     try:
         async with context.sessions.begin() as session:
             session.add(account)
+            await session.flush()
+            if eab_kid is not None and not await eab.bind(session, eab_kid, account.id):
+                # The key is bound already: the whole newAccount rolls back.
+                raise AcmeError("unauthorized", "this external account key is already in use")
     except IntegrityError:
         # Another request (maybe on another instance) created it first: answer with that one.
         winner = await first_account_with_key(context, thumbprint)

@@ -1,4 +1,4 @@
-"""Certificate download (RFC 8555 §7.4.2) and revocation (§7.6)."""
+"""Certificate download (RFC 8555 §7.4.2), with alternate chains, and revocation (§7.6)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,9 @@ CA_PROFILES = frozenset({"root-ca", "intermediate-ca", "ocsp-signing"})
 REVOCATION_REASONS = {0, 1, 2, 3, 4, 5, 6, 8, 9, 10}
 
 
-async def download(request: web.Request) -> web.Response:
+async def _released_certificate(request: web.Request) -> tuple[Certificate, str]:
+    """The account's certificate named by the URL (POST-as-GET, RFC 8555 §7.4.2) and its
+    default chain."""
     context = ctx(request)
     verified = await verify_post(request)
     require_post_as_get(verified)
@@ -39,8 +41,45 @@ async def download(request: web.Request) -> web.Response:
     if cert is None or cert.account_id != account.id or cert.chain_pem is None:
         # A record still "signing" was never released: it does not exist for the client.
         raise AcmeError("malformed", "no such certificate", status=404)
-    response = web.Response(body=cert.chain_pem.encode(), content_type=PEM_CHAIN)
+    return cert, cert.chain_pem
+
+
+def _link_alternates(
+    request: web.Request, response: web.Response, cert: Certificate, current: int
+) -> None:
+    """RFC 8555 §7.4.2: one Link rel="alternate" per other chain of the same leaf; chain 0 is
+    the default download, n >= 1 the issuer's n-th alternate chain."""
+    context = ctx(request)
+    count = len(context.alternate_chains.get(cert.issuer_id, ()))
+    base = context.urls.certificate(cert.id)
+    for n in range(count + 1):
+        if n != current:
+            url = base if n == 0 else f"{base}/alt/{n}"
+            response.headers.add("Link", f'<{url}>;rel="alternate"')
+
+
+async def download(request: web.Request) -> web.Response:
+    context = ctx(request)
+    cert, chain_pem = await _released_certificate(request)
+    response = web.Response(body=chain_pem.encode(), content_type=PEM_CHAIN)
     response.headers.add("Link", f'<{context.urls.issuer(cert.issuer_id)}>;rel="up"')
+    _link_alternates(request, response, cert, 0)
+    return response
+
+
+async def download_alternate(request: web.Request) -> web.Response:
+    """``/cert/{id}/alt/{n}``: the same leaf followed by the issuer's n-th alternate chain."""
+    context = ctx(request)
+    cert, _ = await _released_certificate(request)
+    alternates = context.alternate_chains.get(cert.issuer_id, ())
+    number = request.match_info["n"]
+    if not number.isdigit() or not 1 <= int(number) <= len(alternates) or cert.der is None:
+        raise AcmeError("malformed", "no such alternate chain", status=404)
+    chain = alternates[int(number) - 1]
+    leaf = x509.load_der_x509_certificate(cert.der).public_bytes(serialization.Encoding.PEM)
+    response = web.Response(body=leaf + chain.pem.encode(), content_type=PEM_CHAIN)
+    response.headers.add("Link", f'<{context.urls.issuer(chain.id)}>;rel="up"')
+    _link_alternates(request, response, cert, int(number))
     return response
 
 

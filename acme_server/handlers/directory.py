@@ -12,11 +12,13 @@ from acme_server.context import ctx
 async def get_directory(request: web.Request) -> web.Response:
     context = ctx(request)
     urls = context.urls
-    meta: dict[str, Any] = {"externalAccountRequired": False}
+    meta: dict[str, Any] = {"externalAccountRequired": context.config.require_eab}
     if context.config.terms_of_service:
         meta["termsOfService"] = context.config.terms_of_service
     if context.config.website:
         meta["website"] = context.config.website
+    if context.config.profiles:
+        meta["profiles"] = dict(context.config.profiles)
     if context.config.caa_identities:
         meta["caaIdentities"] = list(context.config.caa_identities)
     return web.json_response(
@@ -26,6 +28,7 @@ async def get_directory(request: web.Request) -> web.Response:
             "newOrder": urls.new_order,
             "revokeCert": urls.revoke_cert,
             "keyChange": urls.key_change,
+            "renewalInfo": urls.renewal_info,
             "meta": meta,
         }
     )

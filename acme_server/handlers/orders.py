@@ -10,6 +10,7 @@ import structlog
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from acme_server import eab
 from acme_server.context import AcmeContext, ctx
 from acme_server.csr import check_csr, decode_csr_field
 from acme_server.errors import AcmeError, malformed
@@ -18,10 +19,11 @@ from acme_server.ids import new_id
 from acme_server.jws import jwk_public_key_der
 from acme_server.messages import FinalizePayload, NewOrderPayload, parse_payload
 from acme_server.pipeline import require_post_as_get, verify_post
+from acme_server.renewal import replaced_certificate
 from acme_server.states import challenge_types
 from acme_server.views import load_order, order_json
 from ca.errors import CAError
-from storage.models import Authorization, Challenge, Order, OrderAuthorization
+from storage.models import Account, Authorization, Challenge, EabKey, Order, OrderAuthorization
 from storage.repositories import acme as repo
 
 log = structlog.get_logger("certyard.acme")
@@ -59,8 +61,24 @@ async def new_order(request: web.Request) -> web.Response:
     not_after = _parse_time(payload.not_after, "notAfter")
     if not_before and not_after and not_after <= not_before:
         raise malformed("notAfter must be later than notBefore")
-    now = context.clock()
     config = context.config
+    if payload.profile is not None and payload.profile not in config.profiles:
+        # draft-ietf-acme-profiles §4: an unknown profile is invalidProfile.
+        raise AcmeError(
+            "invalidProfile",
+            f"profile {payload.profile[:64]!r} is not one of {sorted(config.profiles)}",
+        )
+    profile = payload.profile or config.default_profile
+    if account.eab_kid is not None:
+        async with context.sessions() as session:
+            key = await session.get(EabKey, account.eab_kid)
+        if key is None or key.revoked_at is not None:
+            raise AcmeError("unauthorized", "the account's external account key was revoked")
+        eab.check_order(key, identifiers, profile)
+    replaces = None
+    if payload.replaces is not None:
+        replaces = await replaced_certificate(context, account.id, payload.replaces, identifiers)
+    now = context.clock()
     order = Order(
         id=new_id(),
         account_id=account.id,
@@ -73,6 +91,8 @@ async def new_order(request: web.Request) -> web.Response:
         certificate_id=None,
         created_at=now,
         updated_at=now,
+        profile=payload.profile,
+        replaces=replaces,
     )
     authz_ids: list[str] = []
     all_valid = True
@@ -222,13 +242,15 @@ async def finalize(request: web.Request) -> web.Response:
         raise AcmeError("orderNotReady", "order is already being finalized")
     try:
         async with context.sessions.begin() as session:
-            issued = await context.issuer.issue_tls_server(
+            issued = await context.issuer.issue(
                 checked.csr,
+                profile=order.profile or context.config.default_profile,
                 dns_names=checked.dns_names,
+                requester=f"acme:{account.id}",
                 account_id=account.id,
                 order_id=order.id,
                 not_before=order.not_before,
-                not_after=order.not_after,
+                not_after=await _capped_not_after(context, account, order),
                 session=session,
             )
             # The certificate row and the order's move to valid commit together.
@@ -263,6 +285,19 @@ async def finalize(request: web.Request) -> web.Response:
     async with context.sessions.begin() as session:
         order, authzs = await load_order(session, context, order_id, account.id)
     return _order_response(context, order, [a.id for a in authzs])
+
+
+async def _capped_not_after(
+    context: AcmeContext, account: Account, order: Order
+) -> dt.datetime | None:
+    """RFC 8555 §7.3.4 policy: an EAB key's max validity caps what its account gets."""
+    if account.eab_kid is None:
+        return order.not_after
+    async with context.sessions() as session:
+        key = await session.get(EabKey, account.eab_kid)
+    return eab.capped_not_after(
+        key, order.not_before, order.not_after, context.clock(), context.config.ca_backdate
+    )
 
 
 def _issuance_problem(exc: Exception) -> AcmeError:

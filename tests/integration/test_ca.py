@@ -801,6 +801,10 @@ async def test_migration_0002_backfills_existing_certificates(db_url: str) -> No
         assert (c1.state, c1.tbs_sha256, c1.requester) == ("issued", tbs_hash, "acme:acct-7")
         assert (c2.state, c2.requester) == ("issued", "hierarchy")
 
+        # Later revisions first, one committed step: SQLite runs DDL outside the transaction
+        # (pysqlite), so a downgrade failing at 0002 would leave theirs half undone.
+        async with engine.begin() as conn:
+            await conn.run_sync(_alembic, "downgrade", "0002")
         # A "signing" record blocks the downgrade (0001 cannot hold a row without DER) ...
         async with sessions.begin() as session:
             await certificate_repo.insert_signing_record(
