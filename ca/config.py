@@ -169,6 +169,8 @@ class CAConfig:
     ca_issuers_url: str | None = None
     # Lint every certificate before it is signed (ca.lint); off only for benchmarks.
     lint: bool = True
+    # RFC 5280 §5.2.5: split each issuer's CRL into this many partitions by serial.
+    crl_shards: int = 1
     # BR §4.2.2 forbids Internal Names / Reserved IP addresses in publicly-trusted certificates;
     # certyard is a private CA, so by default they are no reason to refuse a certificate.
     allow_internal_names: bool = True

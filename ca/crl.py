@@ -28,6 +28,7 @@ from ca.der import sign_crl
 from ca.errors import CAError
 from ca.hierarchy import Hierarchy, IssuerHandle
 from ca.keys import KeyBackend
+from ca.profiles import crl_url as profile_crl_url
 from storage.repositories.revocation import RevokedEntry, revoked_unexpired
 
 # BR §4.9.7: for subscriber certificates nextUpdate is at most ten days after thisUpdate.
@@ -101,10 +102,7 @@ def shard_of(serial_hex: str, shards: int) -> int:
 def shard_url(base_url: str, issuer_id: str, shard: int, shards: int) -> str:
     """The URL of one CRL: ``{base}/crl/{issuer}.crl`` unsharded, else
     ``{base}/crl/{issuer}/{shard}.crl``."""
-    base = base_url.rstrip("/")
-    if shards == 1:
-        return f"{base}/crl/{issuer_id}.crl"
-    return f"{base}/crl/{issuer_id}/{shard}.crl"
+    return profile_crl_url(base_url, issuer_id, None if shards == 1 else shard)
 
 
 def crl_url(base_url: str, issuer_id: str, serial_hex: str, shards: int) -> str:

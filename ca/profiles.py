@@ -126,10 +126,13 @@ _EKU_OIDS = {
 }
 
 
-def crl_url(base_url: str, issuer_id: str) -> str:
+def crl_url(base_url: str, issuer_id: str, shard: int | None = None) -> str:
     """The CRL of ``issuer_id`` as certificates name it in CRL Distribution Points
-    (RFC 5280 §4.2.1.13): ``{base_url}/crl/{issuer_id}.crl``, served by the CRL front end."""
-    return f"{base_url.rstrip('/')}/crl/{issuer_id}.crl"
+    (RFC 5280 §4.2.1.13): ``{base_url}/crl/{issuer_id}.crl``, or ``{base_url}/crl/{issuer_id}/
+    {shard}.crl`` when CRLs are sharded; served by the CRL front end (ca/crl.py)."""
+    if shard is None:
+        return f"{base_url.rstrip('/')}/crl/{issuer_id}.crl"
+    return f"{base_url.rstrip('/')}/crl/{issuer_id}/{shard}.crl"
 
 
 def ca_issuers_uri(base_url: str, issuer_id: str) -> str:
@@ -462,7 +465,7 @@ class LeafProfile:
             builder = builder.add_extension(
                 x509.SubjectKeyIdentifier.from_public_key(key), critical=False
             )
-        return self._revocation_and_aia(builder, issuer_id)
+        return self._revocation_and_aia(builder, issuer_id, serial)
 
     def _subject(
         self,
@@ -487,12 +490,14 @@ class LeafProfile:
         return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
     def _revocation_and_aia(
-        self, builder: x509.CertificateBuilder, issuer_id: str
+        self, builder: x509.CertificateBuilder, issuer_id: str, serial: int
     ) -> x509.CertificateBuilder:
         config = self._config
         if self.profile.include_crl_dp and config.crl_base_url is not None:
+            # With sharded CRLs, each certificate names the one shard that will list it.
+            shard = serial % config.crl_shards if config.crl_shards > 1 else None
             builder = builder.add_extension(
-                _crl_dp(crl_url(config.crl_base_url, issuer_id)), critical=False
+                _crl_dp(crl_url(config.crl_base_url, issuer_id, shard)), critical=False
             )
         ocsp = config.ocsp_url if self.profile.include_ocsp_aia else None
         ca_issuers = (

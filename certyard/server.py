@@ -8,6 +8,7 @@ server.shutdown_grace_seconds) before the process exits.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
 import secrets
 import signal
@@ -32,7 +33,13 @@ log = structlog.get_logger("certyard")
 
 
 async def server_ssl_context(services: Services) -> ssl.SSLContext:
-    creds = await services.issuance.issue_server_certificate(services.settings.server.hostnames)
+    settings = services.settings
+    names = list(settings.server.hostnames)
+    host, _ = settings.listen_host_port
+    if _is_specific_ip(host) and host not in names:
+        # Clients that use the listen address itself (https://127.0.0.1:8443/...) can verify too.
+        names.append(host)
+    creds = await services.issuance.issue_server_certificate(names)
     tls_dir = ensure_private_dir(services.settings.server.data_dir / "tls")
     cert_path = tls_dir / "server.pem"
     key_path = tls_dir / "server.key"
@@ -50,6 +57,14 @@ async def server_ssl_context(services: Services) -> ssl.SSLContext:
     for path in (cert_path, key_path):
         path.unlink(missing_ok=True)  # loaded; nothing to leave behind
     return context
+
+
+def _is_specific_ip(host: str) -> bool:
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return not address.is_unspecified
 
 
 def build_acme_context(services: Services, worker_wake: list[ValidationWorker]) -> AcmeContext:

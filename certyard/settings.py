@@ -7,10 +7,18 @@ keys (their names are public: outside tools set them) and turns a validation err
 from __future__ import annotations
 
 import ipaddress
+import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -127,6 +135,8 @@ class CASettings(_Section):
     profiles: list[ProfileSettings] = Field(default_factory=list)
     crl_validity_hours: float = Field(default=168, gt=0, le=240)
     crl_regenerate_minutes: float = Field(default=60, gt=0)
+    # Split each issuer's CRL into this many shards by serial (RFC 5280 §5.2.5 partitions).
+    crl_shards: int = Field(default=1, ge=1, le=1024)
     ocsp_validity_hours: float = Field(default=96, ge=8, le=240)
 
 
@@ -158,6 +168,48 @@ class AcmeSettings(_Section):
         return value
 
 
+# RFC 7030 §3.2.2: a label is one path segment; it must not be an operation name.
+EST_OPERATIONS = frozenset(
+    {"cacerts", "simpleenroll", "simplereenroll", "fullcmc", "serverkeygen", "csrattrs"}
+)
+_EST_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+
+
+class EstLabelSettings(_Section):
+    # "ecdsa" / "rsa": that chain's active intermediate; any other value: an intermediate's id;
+    # "": whichever chain matches the CSR's key (cacerts then lists every active intermediate).
+    issuer: str = ""
+    profile: str = "device"
+    auth: Literal["basic", "cert", "either", "both"] = "either"
+    # RFC 7030 §4.2.2: a re-enrollment may certify the same key (renew) or a new one (rekey).
+    reenroll_key_change: Literal["allow", "require", "forbid"] = "allow"
+
+
+def _default_est_labels() -> dict[str, EstLabelSettings]:
+    return {"default": EstLabelSettings()}
+
+
+class EstSettings(_Section):
+    labels: dict[str, EstLabelSettings] = Field(default_factory=_default_est_labels)
+    # The label served at /.well-known/est/<operation> (no label segment).
+    default_label: str = "default"
+    max_body_bytes: int = Field(default=16384, ge=1024, le=1024 * 1024)
+
+    @field_validator("labels")
+    @classmethod
+    def _check_labels(cls, value: dict[str, EstLabelSettings]) -> dict[str, EstLabelSettings]:
+        for name in value:
+            if not _EST_LABEL.match(name) or name in EST_OPERATIONS:
+                raise ValueError(f"{name!r} is not a usable EST label (RFC 7030 §3.2.2)")
+        return value
+
+    @model_validator(mode="after")
+    def _check_default(self) -> EstSettings:
+        if self.default_label not in self.labels:
+            raise ValueError(f"default_label {self.default_label!r} is not one of the labels")
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="CERTYARD__",
@@ -171,6 +223,7 @@ class Settings(BaseSettings):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     ca: CASettings = Field(default_factory=CASettings)
     acme: AcmeSettings = Field(default_factory=AcmeSettings)
+    est: EstSettings = Field(default_factory=EstSettings)
 
     # Set by load_settings(): the TOML files, lowest priority first.
     _toml_files: tuple[Path, ...] = ()

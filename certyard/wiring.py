@@ -85,6 +85,7 @@ def ca_config(settings: Settings) -> CAConfig:
         ca_issuers_url=http_url,
         ocsp_url=f"{http_url}/ocsp" if http_url else None,
         lint=ca.lint,
+        crl_shards=ca.crl_shards,
         allow_internal_names=ca.allow_internal_names,
     )
 
@@ -220,6 +221,7 @@ async def build_services(
                 validity=dt.timedelta(hours=settings.ca.crl_validity_hours),
                 regenerate_every=dt.timedelta(minutes=settings.ca.crl_regenerate_minutes),
                 base_url=settings.http_public_url,
+                shards=settings.ca.crl_shards,
             ),
         )
         signers = OCSPSignerProvider(sessions, hierarchy, backend, utc_now)

@@ -380,3 +380,36 @@ async def test_http_errors_never_leak(env: Env) -> None:
             async with client.get(server.make_url("/crl/int-1.crl")) as response:
                 assert response.status == status
                 assert "secret" not in await response.text()
+
+
+async def test_sharded_distribution_points_match_the_shard_that_lists_them(
+    tmp_path: Path,
+) -> None:
+    # ca.crl_shards: each certificate's CRL DP names the one shard its serial falls in, and
+    # openssl's CRL check (which compares DP and IDP, RFC 5280 §6.3.3) passes against it.
+    env = await _open(tmp_path, CAConfig(crl_base_url=BASE_URL, crl_shards=4))
+    try:
+        service = env.crls(base_url=BASE_URL, shards=4)
+        (tmp_path / "root.pem").write_text(env.hierarchy.root.pem)
+        (tmp_path / "int.pem").write_text(env.hierarchy.intermediate.pem)
+        for index in range(6):
+            leaf = await env.issue(f"shard{index}.example.com")
+            cert = x509.load_pem_x509_certificate(leaf.pem.encode())
+            dp = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+            url = crl_url(BASE_URL, "int-1", leaf.serial_hex, 4)
+            assert dp[0].full_name == [x509.UniformResourceIdentifier(url)]
+            shard = int(url.rsplit("/", 1)[1].removesuffix(".crl"))
+            await env.issuance.revoke(leaf.id, 1)
+            service.invalidate("int-1")
+            crl = x509.load_der_x509_crl(await service.current_crl("int-1", shard))
+            assert crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None
+            (tmp_path / "leaf.pem").write_text(leaf.pem)
+            (tmp_path / "shard.crl.pem").write_bytes(crl.public_bytes(Encoding.PEM))
+            result = _openssl(
+                "verify", "-crl_check", "-CAfile", str(tmp_path / "root.pem"),
+                "-untrusted", str(tmp_path / "int.pem"),
+                "-CRLfile", str(tmp_path / "shard.crl.pem"), str(tmp_path / "leaf.pem"),
+            )  # fmt: skip
+            assert "certificate revoked" in result.stdout + result.stderr, result.stdout
+    finally:
+        await env.engine.dispose()

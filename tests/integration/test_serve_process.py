@@ -40,6 +40,21 @@ def test_root_written_printed_and_trusted(server: CertyardServer, tmp_path: Path
             cert = x509.load_der_x509_certificate(tls.getpeercert(binary_form=True) or b"")
     sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert sans.get_values_for_type(x509.DNSName) == ["localhost"]
+    # The listen address is on it too: https://127.0.0.1:PORT/acme/directory verifies.
+    assert [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+    curl = subprocess.run(
+        [
+            "curl",
+            "-sf",
+            "--cacert",
+            str(server.root_pem_path),
+            f"https://127.0.0.1:{server.port}/acme/directory",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert curl.returncode == 0 and '"newNonce"' in curl.stdout
     # It logs the URLs it serves.
     logged = [json.loads(line) for line in server.log_text().splitlines() if line.startswith("{")]
     started = next(e for e in logged if e.get("event") == "certyard_started")
