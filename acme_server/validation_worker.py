@@ -25,6 +25,7 @@ from acme_server.va import (
     validate_http01,
     validate_tlsalpn01,
 )
+from acme_server.va.caa import check_caa
 from storage.models import Account, Authorization, Challenge, ValidationJob
 from storage.repositories import acme as repo
 
@@ -111,6 +112,16 @@ class ValidationWorker:
         try:
             records = await self._run_check(
                 chall.type, authz.identifier_value, chall.token, key_auth
+            )
+            # RFC 8659 §3 / RFC 8657: the domain's CAA records must let us, this account and
+            # this method issue; checked once control is proven, before the authz is valid.
+            await check_caa(
+                authz.identifier_value,
+                wildcard=authz.wildcard,
+                identities=context.config.caa_identities,
+                account_uri=context.urls.account(account.id),
+                method=chall.type,
+                config=context.config.validation,
             )
         except ValidationFailure as failure:
             records = list(failure.records)

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from acme_server import eab
 from acme_server.context import AcmeContext, ctx
 from acme_server.csr import check_csr, decode_csr_field
-from acme_server.errors import AcmeError, malformed
+from acme_server.errors import AcmeError, Subproblem, malformed
 from acme_server.identifiers import Identifier, parse_identifiers
 from acme_server.ids import new_id
 from acme_server.jws import jwk_public_key_der
@@ -21,6 +21,8 @@ from acme_server.messages import FinalizePayload, NewOrderPayload, parse_payload
 from acme_server.pipeline import require_post_as_get, verify_post
 from acme_server.renewal import replaced_certificate
 from acme_server.states import challenge_types
+from acme_server.va import ValidationFailure
+from acme_server.va.caa import check_caa
 from acme_server.views import load_order, order_json
 from ca.errors import CAError
 from storage.models import Account, Authorization, Challenge, EabKey, Order, OrderAuthorization
@@ -233,6 +235,7 @@ async def finalize(request: web.Request) -> web.Response:
     checked = check_csr(
         der, order_dns_names=names, account_key_der=jwk_public_key_der(verified.key)
     )
+    await recheck_caa(context, account, authzs)
     now = context.clock()
     # The ready -> processing compare-and-set is the single point a finalize wins at; a second
     # concurrent finalize finds the order no longer ready and gets orderNotReady.
@@ -285,6 +288,39 @@ async def finalize(request: web.Request) -> web.Response:
     async with context.sessions.begin() as session:
         order, authzs = await load_order(session, context, order_id, account.id)
     return _order_response(context, order, [a.id for a in authzs])
+
+
+async def recheck_caa(context: AcmeContext, account: Account, authzs: list[Authorization]) -> None:
+    """BR §3.2.2.8: CAA must hold at issuance; an old validation's check is repeated, for every
+    name of the order, and every refusal is a subproblem of one ``caa`` error."""
+    cutoff = context.clock() - context.config.caa_recheck_after
+    problems: list[Subproblem] = []
+    async with context.sessions() as session:
+        for authz in authzs:
+            challenges = await repo.authz_challenges(session, authz.id)
+            done = [c for c in challenges if c.status == "valid" and c.validated_at is not None]
+            if not done or min(c.validated_at for c in done if c.validated_at) > cutoff:
+                continue
+            try:
+                await check_caa(
+                    authz.identifier_value,
+                    wildcard=authz.wildcard,
+                    identities=context.config.caa_identities,
+                    account_uri=context.urls.account(account.id),
+                    method=done[0].type,
+                    config=context.config.validation,
+                )
+            except ValidationFailure as failure:
+                value = ("*." if authz.wildcard else "") + authz.identifier_value
+                problems.append(
+                    Subproblem("caa", failure.problem.detail, {"type": "dns", "value": value})
+                )
+    if problems:
+        raise AcmeError(
+            "caa",
+            "CAA records forbid issuance for some names (see subproblems)",
+            subproblems=problems,
+        )
 
 
 async def _capped_not_after(

@@ -70,6 +70,8 @@ class TestDNSServer:
         self.default_aaaa = default_aaaa
         self._lock = threading.Lock()
         self._txt: dict[str, list[str]] = {}
+        self._caa: dict[str, list[str]] = {}
+        self._caa_truncated: set[str] = set()
         self._a: dict[str, list[str]] = {}
         self._aaaa: dict[str, list[str]] = {}
         self._cname: dict[str, str] = {}
@@ -143,6 +145,17 @@ class TestDNSServer:
         with self._lock:
             self._cname[_key(name)] = _key(target)
 
+    def set_caa(self, name: str, records: list[str]) -> None:
+        """CAA records in presentation form, e.g. ``0 issue "certyard.test; accounturi=..."``."""
+        with self._lock:
+            self._caa[_key(name)] = list(records)
+
+    def set_caa_truncated(self, name: str) -> None:
+        """Answer CAA queries for ``name`` with TC set and no records, over UDP and TCP alike:
+        a lookup that can never complete (RFC 8659 §3 says the CA must then refuse)."""
+        with self._lock:
+            self._caa_truncated.add(_key(name))
+
     def set_servfail(self, name: str) -> None:
         with self._lock:
             self._servfail.add(_key(name))
@@ -159,6 +172,9 @@ class TestDNSServer:
         response.flags |= dns.flags.AA
         if query.question:
             question = query.question[0]
+            if question.rdtype == dns.rdatatype.CAA and _key(question.name) in self._caa_truncated:
+                response.flags |= dns.flags.TC
+                return response.to_wire()
             self._answer(response, question.name, question.rdtype)
         limit = 65535
         if max_size is not None:  # UDP: RFC 1035 §4.2.1, or the EDNS size (RFC 6891 §6.2.3)
@@ -182,9 +198,7 @@ class TestDNSServer:
                 target = self._cname.get(key)
                 if target is None or qtype == dns.rdatatype.CNAME:
                     break
-                response.answer.append(
-                    dns.rrset.from_text(name, TTL, "IN", "CNAME", target + ".")
-                )
+                response.answer.append(dns.rrset.from_text(name, TTL, "IN", "CNAME", target + "."))
                 name = dns.name.from_text(target)
                 if not self._known(target):
                     return  # the target lives elsewhere: the client asks for it itself
@@ -193,7 +207,7 @@ class TestDNSServer:
             response.answer.append(rrset)
 
     def _known(self, key: str) -> bool:
-        tables = (self._txt, self._a, self._aaaa, self._cname)
+        tables = (self._txt, self._a, self._aaaa, self._cname, self._caa)
         return any(key in table for table in tables) or key in self._servfail
 
     def _records(self, name: dns.name.Name, qtype: int) -> dns.rrset.RRset | None:
@@ -208,7 +222,8 @@ class TestDNSServer:
             return dns.rrset.from_rdata_list(name, TTL, rdatas)
         if qtype in (dns.rdatatype.A, dns.rdatatype.AAAA):
             table, default = (
-                (self._a, self.default_a) if qtype == dns.rdatatype.A
+                (self._a, self.default_a)
+                if qtype == dns.rdatatype.A
                 else (self._aaaa, self.default_aaaa)
             )
             addresses = table.get(key, [default] if default else [])
@@ -216,6 +231,8 @@ class TestDNSServer:
                 return None
             rdtype = dns.rdatatype.to_text(dns.rdatatype.RdataType(qtype))
             return dns.rrset.from_text_list(name, TTL, "IN", rdtype, addresses)
+        if qtype == dns.rdatatype.CAA and key in self._caa:
+            return dns.rrset.from_text_list(name, TTL, "IN", "CAA", self._caa[key])
         if qtype == dns.rdatatype.SOA:
             soa = "ns.test. hostmaster.test. 1 3600 600 86400 60"
             return dns.rrset.from_text(name, TTL, "IN", "SOA", soa)
@@ -242,7 +259,9 @@ def _txt_rdata(value: str) -> dns.rdtypes.ANY.TXT.TXT:
 
 class _UDPServer(socketserver.UDPServer):
     def __init__(
-        self, address: tuple[str, int], handler: type[socketserver.BaseRequestHandler],
+        self,
+        address: tuple[str, int],
+        handler: type[socketserver.BaseRequestHandler],
         dns_server: TestDNSServer,
     ) -> None:
         self.dns_server = dns_server
@@ -254,7 +273,9 @@ class _TCPServer(socketserver.ThreadingTCPServer):
     block_on_close = False
 
     def __init__(
-        self, address: tuple[str, int], handler: type[socketserver.BaseRequestHandler],
+        self,
+        address: tuple[str, int],
+        handler: type[socketserver.BaseRequestHandler],
         dns_server: TestDNSServer,
     ) -> None:
         self.dns_server = dns_server
