@@ -327,3 +327,34 @@ async def test_authorization_deactivation(client: AcmeTestClient) -> None:
     await stranger.load_directory()
     await stranger.register()
     assert (await stranger.get(authz_url)).status == 404
+
+
+async def test_expired_orders_and_authorizations_answer_correctly(
+    acme: RunningAcme, client: AcmeTestClient
+) -> None:
+    import datetime as dt
+
+    from sqlalchemy import update
+
+    from storage.models import Authorization, Order
+
+    reply = await client.new_order(["expire.example.test"])
+    order_url = reply.headers["Location"]
+    authz_url = reply.json()["authorizations"][0]
+    past = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
+    async with acme.services.sessions.begin() as session:
+        await session.execute(
+            update(Authorization)
+            .where(Authorization.id == authz_url.rsplit("/", 1)[1])
+            .values(expires_at=past)
+        )
+        await session.execute(
+            update(Order).where(Order.id == order_url.rsplit("/", 1)[1]).values(expires_at=past)
+        )
+    authz = (await client.get(authz_url)).json()
+    assert authz["status"] == "expired"
+    order = (await client.get(order_url)).json()
+    assert order["status"] == "invalid" and order["error"]["type"].endswith(":unauthorized")
+    chall = authz["challenges"][0]
+    answered = await client.post(chall["url"], {})
+    assert answered.problem_type == "malformed"  # an expired authorization takes no answers
