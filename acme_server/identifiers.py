@@ -19,7 +19,7 @@ class Identifier:
 
     @property
     def wildcard(self) -> bool:
-        return self.value.startswith("*.")
+        return self.type == "dns" and self.value.startswith("*.")
 
     @property
     def base_value(self) -> str:
@@ -58,6 +58,22 @@ def parse_identifiers(items: list[IdentifierPayload], limit: int) -> list[Identi
     problems: list[Subproblem] = []
     result: set[Identifier] = set()
     for item in items:
+        if item.type == "ip":
+            # RFC 8738 §3: an IPv4 dotted quad or an RFC 5952 IPv6 text form; we store the
+            # canonical form so the CSR comparison and authorization reuse see one spelling.
+            try:
+                address = ipaddress.ip_address(item.value.strip())
+            except ValueError:
+                problems.append(
+                    Subproblem(
+                        "malformed",
+                        "not an IP address",
+                        {"type": "ip", "value": item.value[:255]},
+                    )
+                )
+                continue
+            result.add(Identifier("ip", str(address)))
+            continue
         if item.type != "dns":
             problems.append(
                 Subproblem(

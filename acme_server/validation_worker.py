@@ -115,14 +115,15 @@ class ValidationWorker:
             )
             # RFC 8659 §3 / RFC 8657: the domain's CAA records must let us, this account and
             # this method issue; checked once control is proven, before the authz is valid.
-            await check_caa(
-                authz.identifier_value,
-                wildcard=authz.wildcard,
-                identities=context.config.caa_identities,
-                account_uri=context.urls.account(account.id),
-                method=chall.type,
-                config=context.config.validation,
-            )
+            if authz.identifier_type == "dns":  # RFC 8738 §7: no CAA for IP addresses
+                await check_caa(
+                    authz.identifier_value,
+                    wildcard=authz.wildcard,
+                    identities=context.config.caa_identities,
+                    account_uri=context.urls.account(account.id),
+                    method=chall.type,
+                    config=context.config.validation,
+                )
         except ValidationFailure as failure:
             records = list(failure.records)
             error = failure.problem.to_json()

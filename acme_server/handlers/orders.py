@@ -129,6 +129,7 @@ async def _authorization_for(
         reused = await repo.reusable_authorization(
             session,
             account_id=account_id,
+            identifier_type=ident.type,
             identifier_value=ident.base_value,
             wildcard=ident.wildcard,
             now=now,
@@ -149,7 +150,7 @@ async def _authorization_for(
     )
     session.add(authz)
     await session.flush()
-    for ctype in challenge_types(ident.wildcard):
+    for ctype in challenge_types(ident.wildcard, ident.type):
         session.add(
             Challenge(
                 id=new_id(),
@@ -232,8 +233,12 @@ async def finalize(request: web.Request) -> web.Response:
         )
     der = decode_csr_field(payload.csr)
     names = [i["value"] for i in order.identifiers if i["type"] == "dns"]
+    ips = [i["value"] for i in order.identifiers if i["type"] == "ip"]
     checked = check_csr(
-        der, order_dns_names=names, account_key_der=jwk_public_key_der(verified.key)
+        der,
+        order_dns_names=names,
+        order_ips=ips,
+        account_key_der=jwk_public_key_der(verified.key),
     )
     await recheck_caa(context, account, authzs)
     now = context.clock()
@@ -249,6 +254,7 @@ async def finalize(request: web.Request) -> web.Response:
                 checked.csr,
                 profile=order.profile or context.config.default_profile,
                 dns_names=checked.dns_names,
+                ip_addresses=checked.ip_addresses,
                 requester=f"acme:{account.id}",
                 account_id=account.id,
                 order_id=order.id,
@@ -297,6 +303,8 @@ async def recheck_caa(context: AcmeContext, account: Account, authzs: list[Autho
     problems: list[Subproblem] = []
     async with context.sessions() as session:
         for authz in authzs:
+            if authz.identifier_type != "dns":
+                continue  # RFC 8738 §7: CAA does not apply to IP addresses
             challenges = await repo.authz_challenges(session, authz.id)
             done = [c for c in challenges if c.status == "valid" and c.validated_at is not None]
             if not done or min(c.validated_at for c in done if c.validated_at) > cutoff:

@@ -30,7 +30,7 @@ from acme_server.va.policy import (
     connection_order,
     fail,
     lookup_addresses,
-    normalize_domain,
+    normalize_identifier,
     os_error_reason,
 )
 
@@ -106,7 +106,8 @@ async def _validate(
     config: ValidationConfig,
     records: list[ValidationRecord],
 ) -> list[ValidationRecord]:
-    name = normalize_domain(domain)
+    # RFC 8738 §5: for an IP identifier the URL's host is the address itself.
+    name = normalize_identifier(domain)
     if not _TOKEN.match(token):
         raise fail("malformed", "the challenge token is not base64url")
     url = URL.build(

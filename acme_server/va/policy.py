@@ -180,6 +180,14 @@ def dns01_txt_value(key_authorization: str) -> str:
 _LABEL = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$")
 
 
+def normalize_identifier(value: str) -> str:
+    """An IP literal in its canonical text form (RFC 8738 §3), else a normalized domain."""
+    try:
+        return str(ipaddress.ip_address(value.strip().strip("[]")))
+    except ValueError:
+        return normalize_domain(value)
+
+
 def normalize_domain(domain: str) -> str:
     """Lower-case, IDNA-encode (A-labels) and check a DNS name; ``rejectedIdentifier`` if bad."""
     name = domain.strip().rstrip(".").lower()

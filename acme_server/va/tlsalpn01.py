@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
 import logging
 import ssl
 
@@ -27,7 +28,7 @@ from acme_server.va.policy import (
     fail,
     key_authorization_digest,
     lookup_addresses,
-    normalize_domain,
+    normalize_identifier,
     os_error_reason,
 )
 
@@ -65,7 +66,7 @@ async def _validate(
     domain: str, key_authorization: str, config: ValidationConfig,
     records: list[ValidationRecord],
 ) -> list[ValidationRecord]:
-    name = normalize_domain(domain)
+    name = normalize_identifier(domain)
     resolved = await lookup_addresses(name, config)
     record = ValidationRecord(
         hostname=name, port=config.tlsalpn01_port,
@@ -90,6 +91,18 @@ async def _validate(
     raise last
 
 
+def _ip(name: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(name)
+    except ValueError:
+        return None
+
+
+def _sni_for(name: str) -> str:
+    address = _ip(name)
+    return address.reverse_pointer if address is not None else name
+
+
 def _client_context() -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
@@ -107,7 +120,9 @@ async def _handshake(name: str, address: IPAddress, config: ValidationConfig) ->
         async with asyncio.timeout(config.timeout):
             _, writer = await asyncio.open_connection(
                 str(address), config.tlsalpn01_port, ssl=_client_context(),
-                server_hostname=name,  # RFC 8737 §3: SNI carries the domain being validated
+                # RFC 8737 §3: SNI carries the domain being validated; RFC 8738 §6: for an IP
+                # identifier, its reverse-mapping name (in-addr.arpa / ip6.arpa).
+                server_hostname=_sni_for(name),
                 ssl_handshake_timeout=config.timeout,
             )
         ssl_object = writer.get_extra_info("ssl_object")
@@ -151,10 +166,18 @@ def _check_certificate(der: bytes, name: str, key_authorization: str, address: I
     except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType):
         raise fail("unauthorized", f"{where} could not be parsed") from None
     names = list(san)
-    if len(names) != 1 or not isinstance(names[0], x509.DNSName):
+    identifier_ip = _ip(name)
+    if identifier_ip is not None:
+        # RFC 8738 §6: exactly one SAN, an iPAddress equal to the identifier.
+        if len(names) != 1 or not isinstance(names[0], x509.IPAddress):
+            raise fail("unauthorized", f"{where} must have exactly one subjectAltName, an "
+                       f"iPAddress for {name}; it has {len(names)} entries")
+        if names[0].value != identifier_ip:
+            raise fail("unauthorized", f"{where} is for {names[0].value}, not {name}")
+    elif len(names) != 1 or not isinstance(names[0], x509.DNSName):
         raise fail("unauthorized", f"{where} must have exactly one subjectAltName, a dNSName "
                    f"for {name}; it has {len(names)} entries")
-    if names[0].value.rstrip(".").lower() != name:
+    elif names[0].value.rstrip(".").lower() != name:
         raise fail("unauthorized", f"{where} is for {names[0].value!r}, not {name!r}")
     try:
         ext = extensions.get_extension_for_oid(ID_PE_ACME_IDENTIFIER)

@@ -32,6 +32,7 @@ async def reusable_authorization(
     session: AsyncSession,
     *,
     account_id: str,
+    identifier_type: str = "dns",
     identifier_value: str,
     wildcard: bool,
     now: dt.datetime,
@@ -43,7 +44,7 @@ async def reusable_authorization(
         select(Authorization)
         .where(
             Authorization.account_id == account_id,
-            Authorization.identifier_type == "dns",
+            Authorization.identifier_type == identifier_type,
             Authorization.identifier_value == identifier_value,
             Authorization.wildcard == wildcard,
             Authorization.status == "valid",

@@ -142,3 +142,31 @@ def test_revoke(certbot: Certbot) -> None:
         "succeeded a second time",
     )  # fmt: skip
     assert "alreadyRevoked" in output, output
+
+
+def test_ip_address_certificate(certbot: Certbot) -> None:
+    """RFC 8738: an IP identifier, validated with http-01 at the address itself."""
+    from cryptography import x509
+
+    certbot.run(
+        "certonly",
+        "--agree-tos", "-m", EMAIL, "--no-eff-email",
+        "--standalone",
+        "--preferred-challenges", "http",
+        "--http-01-address", "127.0.0.1",
+        "--http-01-port", str(certbot.interop.http01_port),
+        "--cert-name", "ip",
+        "--ip-address", "127.0.0.1",
+    )  # fmt: skip
+    live = certbot.live("ip")
+    leaf = x509.load_pem_x509_certificate((live / "cert.pem").read_bytes())
+    sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+    assert sans.get_values_for_type(x509.DNSName) == []
+    verified = subprocess.run(
+        ["openssl", "verify", "-purpose", "sslserver",
+         "-CAfile", str(certbot.interop.certyard.root_pem_path),
+         "-untrusted", str(live / "chain.pem"), str(live / "cert.pem")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert verified.returncode == 0, verified.stdout + verified.stderr

@@ -45,7 +45,7 @@ def test_rejects(value: str) -> None:
 
 def test_unsupported_type_and_compound() -> None:
     with pytest.raises(AcmeError) as info:
-        parse_identifiers(ids("1.2.3.4", kind="ip"), 10)
+        parse_identifiers(ids("1.2.3.4", kind="uri"), 10)
     assert info.value.type == "unsupportedIdentifier"
     with pytest.raises(AcmeError) as info:
         parse_identifiers([*ids("bad_name.example"), *ids("x", kind="email")], 10)
@@ -57,3 +57,18 @@ def test_limit() -> None:
     with pytest.raises(AcmeError) as info:
         parse_identifiers(ids(*[f"n{i}.example.com" for i in range(11)]), 10)
     assert info.value.type == "rejectedIdentifier"
+
+
+def test_ip_identifiers_are_canonical() -> None:
+    parsed = parse_identifiers(
+        [*ids("127.0.0.1", "2001:DB8:0:0::1", kind="ip"), *ids("www.example.com")], 10
+    )
+    assert [(i.type, i.value) for i in parsed] == [
+        ("dns", "www.example.com"),
+        ("ip", "127.0.0.1"),
+        ("ip", "2001:db8::1"),
+    ]
+    assert not any(i.wildcard for i in parsed)
+    with pytest.raises(AcmeError) as info:
+        parse_identifiers(ids("300.1.1.1", kind="ip"), 10)
+    assert info.value.type == "malformed"
