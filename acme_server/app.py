@@ -74,6 +74,7 @@ def create_app(context: AcmeContext) -> web.Application:
     app.router.add_post(f"{p}/account/{{id}}/orders", orders.account_orders)
     app.router.add_post(f"{p}/key-change", accounts.key_change)
     app.router.add_post(f"{p}/new-order", orders.new_order)
+    app.router.add_post(f"{p}/new-authz", orders.new_authz)
     app.router.add_post(f"{p}/order/{{id}}", orders.get_order)
     app.router.add_post(f"{p}/order/{{id}}/finalize", orders.finalize)
     app.router.add_post(f"{p}/authz/{{id}}", authorizations.authorization)

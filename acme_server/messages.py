@@ -45,6 +45,10 @@ class NewOrderPayload(_Payload):
     replaces: str | None = None
 
 
+class NewAuthzPayload(_Payload):
+    identifier: IdentifierPayload
+
+
 class FinalizePayload(_Payload):
     csr: str
 

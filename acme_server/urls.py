@@ -37,6 +37,10 @@ class Urls:
         return self._u("/key-change")
 
     @property
+    def new_authz(self) -> str:
+        return self._u("/new-authz")
+
+    @property
     def renewal_info(self) -> str:
         return self._u("/renewal-info")
 

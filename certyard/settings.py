@@ -157,6 +157,8 @@ class AcmeSettings(_Section):
     orders_page_size: int = Field(default=50, ge=1, le=1000)
     # RFC 8555 §7.3.4: refuse newAccount without an external account binding.
     require_eab: bool = False
+    # RFC 8555 §7.4.1 newAuthz (pre-authorization).
+    allow_preauthorization: bool = False
     # Recheck CAA at finalize when an authorization was validated longer ago than this.
     caa_recheck_seconds: int = Field(default=28800, ge=0)
     # RFC 9773 §4.3: Retry-After on renewalInfo answers.

@@ -100,6 +100,7 @@ def acme_config(settings: Settings) -> AcmeConfig:
         profiles=profiles,
         default_profile=default,
         require_eab=acme.require_eab,
+        allow_preauthorization=acme.allow_preauthorization,
         caa_recheck_after=dt.timedelta(seconds=acme.caa_recheck_seconds),
         ca_backdate=dt.timedelta(seconds=ca.backdate_seconds),
         ari_retry_after=dt.timedelta(seconds=acme.ari_retry_after_seconds),

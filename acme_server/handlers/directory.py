@@ -29,6 +29,7 @@ async def get_directory(request: web.Request) -> web.Response:
             "revokeCert": urls.revoke_cert,
             "keyChange": urls.key_change,
             "renewalInfo": urls.renewal_info,
+            **({"newAuthz": urls.new_authz} if context.config.allow_preauthorization else {}),
             "meta": meta,
         }
     )

@@ -17,13 +17,18 @@ from acme_server.errors import AcmeError, Subproblem, malformed
 from acme_server.identifiers import Identifier, parse_identifiers
 from acme_server.ids import new_id
 from acme_server.jws import jwk_public_key_der
-from acme_server.messages import FinalizePayload, NewOrderPayload, parse_payload
+from acme_server.messages import (
+    FinalizePayload,
+    NewAuthzPayload,
+    NewOrderPayload,
+    parse_payload,
+)
 from acme_server.pipeline import require_post_as_get, verify_post
 from acme_server.renewal import replaced_certificate
 from acme_server.states import challenge_types
 from acme_server.va import ValidationFailure
 from acme_server.va.caa import check_caa
-from acme_server.views import load_order, order_json
+from acme_server.views import authz_json, load_order, order_json
 from ca.errors import CAError
 from storage.models import Account, Authorization, Challenge, EabKey, Order, OrderAuthorization
 from storage.repositories import acme as repo
@@ -165,6 +170,33 @@ async def _authorization_for(
             )
         )
     return authz
+
+
+async def new_authz(request: web.Request) -> web.Response:
+    """RFC 8555 §7.4.1 pre-authorization: an authorization outside any order."""
+    context = ctx(request)
+    if not context.config.allow_preauthorization:
+        raise AcmeError("malformed", "pre-authorization is not enabled on this server", status=404)
+    verified = await verify_post(request)
+    account = verified.require_account()
+    payload = parse_payload(NewAuthzPayload, verified.payload())
+    (ident,) = parse_identifiers([payload.identifier], 1)
+    if ident.wildcard:
+        # §7.4.1: the identifier is exactly what the authorization is for; no wildcards.
+        raise AcmeError("rejectedIdentifier", "pre-authorization cannot cover a wildcard")
+    if account.eab_kid is not None:
+        async with context.sessions() as session:
+            key = await session.get(EabKey, account.eab_kid)
+        if key is None or key.revoked_at is not None:
+            raise AcmeError("unauthorized", "the account's external account key was revoked")
+        eab.check_order(key, [ident], context.config.default_profile)
+    now = context.clock()
+    async with context.sessions.begin() as session:
+        authz = await _authorization_for(session, context, account.id, ident, now)
+        challenges = await repo.authz_challenges(session, authz.id)
+    response = web.json_response(authz_json(context, authz, challenges, now), status=201)
+    response.headers["Location"] = context.urls.authz(authz.id)
+    return response
 
 
 async def get_order(request: web.Request) -> web.Response:

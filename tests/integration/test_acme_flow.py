@@ -358,3 +358,44 @@ async def test_expired_orders_and_authorizations_answer_correctly(
     chall = authz["challenges"][0]
     answered = await client.post(chall["url"], {})
     assert answered.problem_type == "malformed"  # an expired authorization takes no answers
+
+
+async def test_pre_authorization(
+    db_url: str, tmp_path: Path, dns: TestDNSServer, responder: Responder
+) -> None:
+    """RFC 8555 §7.4.1: newAuthz when enabled; a later order for the name is ready at once."""
+    async with running_acme(
+        db_url,
+        tmp_path / "pre",
+        dns_address=dns.address,
+        http01_port=responder.port,
+        allow_preauthorization=True,
+    ) as acme:
+        client = await acme.client()
+        await client.register()
+        assert "newAuthz" in client.directory
+        url = client.directory["newAuthz"]
+        wild = await client.post(
+            url, {"identifier": {"type": "dns", "value": "*.pre.example.test"}}
+        )
+        assert wild.problem_type == "rejectedIdentifier"
+        reply = await client.post(url, {"identifier": {"type": "dns", "value": "pre.example.test"}})
+        assert reply.status == 201, reply.body
+        authz_url = reply.headers["Location"]
+        authz = reply.json()
+        chall = next(c for c in authz["challenges"] if c["type"] == "http-01")
+        responder.tokens[chall["token"]] = thumbprint_key_authorization(chall["token"], client.key)
+        await client.post(chall["url"], {})
+        await client.poll(authz_url, {"valid"})
+        order = await client.new_order(["pre.example.test"])
+        assert order.json()["status"] == "ready"
+        assert order.json()["authorizations"] == [authz_url]
+
+
+async def test_pre_authorization_disabled(client: AcmeTestClient, acme: RunningAcme) -> None:
+    assert "newAuthz" not in client.directory
+    reply = await client.post(
+        f"{acme.base_url}/acme/new-authz",
+        {"identifier": {"type": "dns", "value": "x.example.test"}},
+    )
+    assert reply.status == 404
