@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from acme_server.config import AcmeConfig
 from acme_server.issuer import AcmeIssuer
 from acme_server.nonces import NonceService
+from acme_server.ratelimits import RateLimiter
 from acme_server.urls import Urls
 
 
@@ -37,6 +38,8 @@ class AcmeContext:
     default_issuer_id: str
     # Called after a challenge is queued, so this instance's workers look at once.
     wake_validation: Callable[[], None] = lambda: None
+    # ACME rate limits (None: unlimited, e.g. in tests that do not exercise them).
+    rate_limits: RateLimiter | None = None
     # Alternate chains by issuer id, offered with Link rel="alternate" on downloads.
     alternate_chains: dict[str, tuple[AlternateChainView, ...]] = field(default_factory=dict)
 

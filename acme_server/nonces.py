@@ -50,7 +50,5 @@ class NonceService:
 
     async def purge_expired(self) -> int:
         async with self._sessions.begin() as session:
-            result = await session.execute(
-                delete(Nonce).where(Nonce.expires_at <= self._clock())
-            )
+            result = await session.execute(delete(Nonce).where(Nonce.expires_at <= self._clock()))
             return int(result.rowcount)  # type: ignore[attr-defined]

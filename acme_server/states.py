@@ -41,9 +41,13 @@ CHALLENGE_TYPES = ("http-01", "dns-01", "tls-alpn-01")
 CHALLENGE_TYPES_FOR_IP = ("http-01", "tls-alpn-01")
 
 
-def challenge_types(wildcard: bool, identifier_type: str = "dns") -> tuple[str, ...]:
+def challenge_types(
+    wildcard: bool, identifier_type: str = "dns", *, dns_account: bool = False
+) -> tuple[str, ...]:
     # RFC 8738 §7: an IP address is proven by http-01 or tls-alpn-01, never dns-01.
     if identifier_type == "ip":
         return CHALLENGE_TYPES_FOR_IP
     # RFC 8555 §7.1.3 / §8.3 / RFC 8737 §3: only dns-01 proves control of a whole domain.
-    return CHALLENGE_TYPES_FOR_WILDCARD if wildcard else CHALLENGE_TYPES
+    types = CHALLENGE_TYPES_FOR_WILDCARD if wildcard else CHALLENGE_TYPES
+    # draft-ietf-acme-dns-account-label: a DNS method too, so also for wildcards.
+    return (*types, "dns-account-01") if dns_account else types

@@ -111,7 +111,11 @@ class ValidationWorker:
         error: dict[str, Any] | None = None
         try:
             records = await self._run_check(
-                chall.type, authz.identifier_value, chall.token, key_auth
+                chall.type,
+                authz.identifier_value,
+                chall.token,
+                key_auth,
+                context.urls.account(account.id),
             )
             # RFC 8659 §3 / RFC 8657: the domain's CAA records must let us, this account and
             # this method issue; checked once control is proven, before the authz is valid.
@@ -131,15 +135,19 @@ class ValidationWorker:
             log.exception("validation_internal_error", challenge=challenge_id)
             error = AcmeError("serverInternal", "validation failed unexpectedly").to_json()
         await self._record(chall, authz, records, error)
+        if error is not None and context.rate_limits is not None:
+            await context.rate_limits.failed_validation(account.id, context.clock())
 
     async def _run_check(
-        self, ctype: str, identifier: str, token: str, key_auth: str
+        self, ctype: str, identifier: str, token: str, key_auth: str, account_url: str
     ) -> list[ValidationRecord]:
         config = self._context.config.validation
         if ctype == "http-01":
             return await validate_http01(identifier, token, key_auth, config)
         if ctype == "dns-01":
             return await validate_dns01(identifier, key_auth, config)
+        if ctype == "dns-account-01":
+            return await validate_dns01(identifier, key_auth, config, account_url=account_url)
         if ctype == "tls-alpn-01":
             return await validate_tlsalpn01(identifier, key_auth, config)
         raise ValidationFailure(AcmeError("malformed", f"unknown challenge type {ctype}"), [])

@@ -8,7 +8,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from certyard import acme_commands, ca_commands
+from certyard import acme_commands, ca_commands, est_commands, scan_commands
 from certyard.logs import configure_logging
 from certyard.settings import Settings, SettingsError, load_settings
 
@@ -22,6 +22,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", type=Path, help="TOML file layered over conf/default.toml")
     ca_commands.add_parsers(sub)
     acme_commands.add_parsers(sub)
+    est_commands.add_parsers(sub)
+    scan_commands.add_parsers(sub)
     db = sub.add_parser("db", help="database commands")
     db_sub = db.add_subparsers(dest="db_command", required=True)
     upgrade = db_sub.add_parser("upgrade", help="apply pending migrations")
@@ -48,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"certyard: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     level = settings.log.level
-    if args.command in ("ca", "acme") and level == "info":
+    if args.command in ("ca", "acme", "est") and level == "info":
         level = "warning"  # what a CA command prints is its output, not interleaved logs
     configure_logging(level, settings.log.format)
     if args.command == "serve":
@@ -68,6 +70,18 @@ def main(argv: list[str] | None = None) -> int:
         try:
             return asyncio.run(acme_commands.run(settings, args))
         except acme_commands.UsageError as exc:
+            print(f"certyard: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+    if args.command == "est":
+        try:
+            return asyncio.run(est_commands.run(settings, args))
+        except est_commands.UsageError as exc:
+            print(f"certyard: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+    if args.command == "scan":
+        try:
+            return asyncio.run(scan_commands.run(settings, args))
+        except scan_commands.UsageError as exc:
             print(f"certyard: {exc}", file=sys.stderr)
             return EXIT_CONFIG
     if args.command == "db":

@@ -22,11 +22,25 @@ from cryptography.hazmat.primitives import serialization
 from acme_server.app import create_app
 from acme_server.context import AcmeContext, AlternateChainView
 from acme_server.nonces import NonceService
+from acme_server.ratelimits import RateLimiter
 from acme_server.urls import PREFIX, Urls
 from acme_server.validation_worker import ValidationWorker
+from ca.config import SERVER_KINDS
+from ca.errors import CAError
 from certyard.health import HealthChecks, add_health_routes
 from certyard.settings import Settings, parse_hostport
-from certyard.wiring import Services, acme_config, build_services, ensure_private_dir, utc_now
+from certyard.wiring import (
+    Services,
+    acme_config,
+    build_services,
+    ca_config,
+    ensure_private_dir,
+    rate_limit_config,
+    utc_now,
+)
+from est_server.app import PREFIX as EST_PREFIX
+from est_server.app import create_app as create_est_app
+from est_server.context import EstContext, EstLabel
 from revocation_server.app import create_app as create_revocation_app
 
 log = structlog.get_logger("certyard")
@@ -53,6 +67,15 @@ async def server_ssl_context(services: Services) -> ssl.SSLContext:
         handle.write(creds.key_pem)  # encrypted PKCS#8: never a plaintext key at rest
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    # RFC 7030 §3.3.2: EST clients may authenticate with a certificate from this CA. Optional,
+    # so ACME clients (which send none) are unaffected; est_server checks the rest.
+    context.verify_mode = ssl.CERT_OPTIONAL
+    # The root is the trust anchor; the intermediates (retired ones too) only complete the
+    # chains of clients that send their certificate alone (curl --cert leaf.pem).
+    hierarchy = services.hierarchy
+    context.load_verify_locations(
+        cadata="".join([hierarchy.root_pem(), *(h.pem for h in hierarchy.intermediates)])
+    )
     context.load_cert_chain(cert_path, key_path, password=creds.key_password)
     for path in (cert_path, key_path):
         path.unlink(missing_ok=True)  # loaded; nothing to leave behind
@@ -93,6 +116,7 @@ def build_acme_context(services: Services, worker_wake: list[ValidationWorker]) 
         default_issuer_id=hierarchy.intermediate.id,
         alternate_chains=alternates,
         wake_validation=lambda: _wake_all(worker_wake),
+        rate_limits=RateLimiter(services.sessions, rate_limit_config(services.settings)),
     )
 
 
@@ -101,11 +125,63 @@ def _wake_all(workers: list[ValidationWorker]) -> None:
         worker.wake()
 
 
-def build_https_app(context: AcmeContext, checks: HealthChecks) -> web.Application:
-    """The public HTTPS listener: ACME under /acme, /healthz and /readyz at the top."""
+def build_est_context(services: Services) -> EstContext:
+    """The EST labels of the settings, resolved against the CA hierarchy (CAError
+    "malformed" for a label naming an unknown profile or issuer)."""
+    settings = services.settings
+    hierarchy = services.hierarchy
+    kinds = {profile.name: profile.kind for profile in ca_config(settings).profiles}
+    labels: dict[str, EstLabel] = {}
+    for name, label in settings.est.labels.items():
+        where = f"est.labels.{name}"
+        kind = kinds.get(label.profile)
+        if kind is None:
+            raise CAError("malformed", f"{where}.profile: no profile {label.profile!r}")
+        chain: str | None = None
+        if not label.issuer:
+            issuers = [handle for handle in hierarchy.intermediates if handle.active]
+        else:
+            found = (
+                hierarchy.active(label.issuer)
+                if label.issuer in ("ecdsa", "rsa")
+                else hierarchy.issuer(label.issuer)
+            )
+            if found is None or found.chain is None or not found.active:
+                raise CAError(
+                    "malformed", f"{where}.issuer: no active intermediate {label.issuer!r}"
+                )
+            issuers, chain = [found], found.chain
+        labels[name] = EstLabel(
+            name=name,
+            # RFC 7030 §4.1.3: the issuing CA certificate(s), then the root.
+            ca_certificates=(*(h.certificate for h in issuers), hierarchy.root.certificate),
+            profile=label.profile,
+            auth=label.auth,
+            reenroll_key_change=label.reenroll_key_change,
+            chain=chain,
+            use_common_name=kind not in SERVER_KINDS,
+        )
+    return EstContext(
+        labels=labels,
+        default_label=settings.est.default_label,
+        issuer=services.authority,
+        lookup=services.issuance,
+        sessions=services.sessions,
+        clock=utc_now,
+        max_body_bytes=settings.est.max_body_bytes,
+    )
+
+
+def build_https_app(
+    context: AcmeContext, checks: HealthChecks, est: EstContext | None = None
+) -> web.Application:
+    """The public HTTPS listener: ACME under /acme, EST under /.well-known/est (RFC 7030
+    §3.2.2), /healthz and /readyz at the top."""
     root = web.Application(client_max_size=context.config.max_body_bytes)
     add_health_routes(root, checks)
     root.add_subapp(PREFIX, create_app(context))
+    if est is not None:
+        root.add_subapp(EST_PREFIX, create_est_app(est))
     return root
 
 
@@ -145,7 +221,9 @@ async def serve(settings: Settings) -> int:
     context = build_acme_context(services, workers)
     worker = ValidationWorker(context, context.config.validation_workers)
     workers.append(worker)
-    app = build_https_app(context, HealthChecks(services.engine, services.backend))
+    app = build_https_app(
+        context, HealthChecks(services.engine, services.backend), build_est_context(services)
+    )
     ssl_context = await server_ssl_context(services)
     host, port = settings.listen_host_port
     runner = web.AppRunner(

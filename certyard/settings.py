@@ -140,6 +140,27 @@ class CASettings(_Section):
     ocsp_validity_hours: float = Field(default=96, ge=8, le=240)
 
 
+class RateLimitSettings(_Section):
+    capacity: int = Field(ge=1)
+    period_seconds: int = Field(ge=1)
+
+
+class AcmeRateLimits(_Section):
+    enabled: bool = True
+    new_orders_per_account: RateLimitSettings = RateLimitSettings(
+        capacity=300, period_seconds=3 * 3600
+    )
+    new_orders_per_domain: RateLimitSettings = RateLimitSettings(
+        capacity=50, period_seconds=7 * 86400
+    )
+    new_accounts_per_ip: RateLimitSettings = RateLimitSettings(capacity=10, period_seconds=3 * 3600)
+    failed_validations_per_account: RateLimitSettings = RateLimitSettings(
+        capacity=5, period_seconds=3600
+    )
+    # "account:<id>" or "eab:<kid>" -> capacity multiplier (e.g. 10 for a big customer).
+    overrides: dict[str, float] = Field(default_factory=dict)
+
+
 class AcmeSettings(_Section):
     terms_of_service: str = ""
     website: str = ""
@@ -159,6 +180,9 @@ class AcmeSettings(_Section):
     require_eab: bool = False
     # RFC 8555 §7.4.1 newAuthz (pre-authorization).
     allow_preauthorization: bool = False
+    # draft-ietf-acme-dns-account-label (dns-account-01), off until the draft settles.
+    dns_account_01: bool = False
+    rate_limits: AcmeRateLimits = Field(default_factory=AcmeRateLimits)
     # Recheck CAA at finalize when an authorization was validated longer ago than this.
     caa_recheck_seconds: int = Field(default=28800, ge=0)
     # RFC 9773 §4.3: Retry-After on renewalInfo answers.

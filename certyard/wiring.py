@@ -12,6 +12,7 @@ from typing import Literal
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from acme_server.config import AcmeConfig
+from acme_server.ratelimits import Limit, RateLimitConfig
 from acme_server.va import ValidationConfig
 from ca.authority import CertificateAuthority
 from ca.ceremony import Ceremony, default_ceremony
@@ -26,7 +27,7 @@ from ca.ocsp_signer import OCSPSignerProvider
 from ca.pkcs11_keys import Pkcs11Config, Pkcs11KeyBackend
 from ca.softhsm import ensure_softhsm_token
 from ca.software_keys import SoftwareKeyBackend, default_kek, load_or_create_passphrase
-from certyard.settings import Settings
+from certyard.settings import RateLimitSettings, Settings
 from storage.engine import create_engine, migrate, session_factory
 
 
@@ -101,6 +102,7 @@ def acme_config(settings: Settings) -> AcmeConfig:
         default_profile=default,
         require_eab=acme.require_eab,
         allow_preauthorization=acme.allow_preauthorization,
+        dns_account_01=acme.dns_account_01,
         caa_recheck_after=dt.timedelta(seconds=acme.caa_recheck_seconds),
         ca_backdate=dt.timedelta(seconds=ca.backdate_seconds),
         ari_retry_after=dt.timedelta(seconds=acme.ari_retry_after_seconds),
@@ -122,6 +124,22 @@ def acme_config(settings: Settings) -> AcmeConfig:
             deny_networks=tuple(acme.validation_deny),
             timeout=acme.validation_timeout_seconds,
         ),
+    )
+
+
+def rate_limit_config(settings: Settings) -> RateLimitConfig:
+    limits = settings.acme.rate_limits
+
+    def limit(item: RateLimitSettings) -> Limit:
+        return Limit(item.capacity, dt.timedelta(seconds=item.period_seconds))
+
+    return RateLimitConfig(
+        enabled=limits.enabled,
+        new_orders_per_account=limit(limits.new_orders_per_account),
+        new_orders_per_domain=limit(limits.new_orders_per_domain),
+        new_accounts_per_ip=limit(limits.new_accounts_per_ip),
+        failed_validations_per_account=limit(limits.failed_validations_per_account),
+        overrides=dict(limits.overrides),
     )
 
 
@@ -243,9 +261,7 @@ async def build_services(
         raise
     write_root(data_dir, hierarchy.root_pem())
     authority = CertificateAuthority(sessions, issuance, crls, ocsp)
-    return Services(
-        settings, engine, sessions, hierarchy, issuance, backend, crls, ocsp, authority
-    )
+    return Services(settings, engine, sessions, hierarchy, issuance, backend, crls, ocsp, authority)
 
 
 def write_root(data_dir: Path, pem: str) -> Path:

@@ -62,7 +62,8 @@ def _alembic_config(connection: Connection) -> Config:
 def _upgrade(connection: Connection) -> None:
     if connection.dialect.name == "postgresql":
         connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _MIGRATION_LOCK_ID})
-    command.upgrade(_alembic_config(connection), "head")
+    # "heads": feature branches of the migration tree (EST, scanner, CT) may share a parent.
+    command.upgrade(_alembic_config(connection), "heads")
 
 
 async def migrate(engine: AsyncEngine) -> None:

@@ -229,3 +229,132 @@ class EabKey(Base):
     allowed_profiles: Mapped[list[Any]]
     max_validity_days: Mapped[int | None] = mapped_column(Integer)
     description: Mapped[str] = mapped_column(String(255), default="")
+
+
+class EstUser(Base):
+    """An EST client allowed to enroll with HTTP Basic authentication (RFC 7030 §3.2.3).
+
+    ``password_hash`` is "scrypt$<n>$<r>$<p>$<salt b64>$<hash b64>" (est_server/auth.py), never
+    the password. ``label`` limits the user to one EST label; None allows every label.
+    """
+
+    __tablename__ = "est_users"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    label: Mapped[str | None] = mapped_column(String(64))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[dt.datetime]
+
+
+class EstEnrollment(Base):
+    """One certificate issued over EST: who asked (``identity`` "basic:<user>" or
+    "cert:<serial hex>"), from where, under which label."""
+
+    __tablename__ = "est_enrollments"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    label: Mapped[str] = mapped_column(String(64))
+    identity: Mapped[str] = mapped_column(String(255))
+    source_address: Mapped[str | None] = mapped_column(String(64))
+    certificate_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("certificates.id"), index=True
+    )
+    created_at: Mapped[dt.datetime]
+
+
+# --- Discovery scanner (migration 0007; scanner/inventory.py writes these) -------------------
+
+
+class ScanRun(Base):
+    """One ``certyard scan``: ``status`` running | done | interrupted; ``parameters`` are the
+    targets, ports and options as given; ``summary`` counts by status and finding code."""
+
+    __tablename__ = "scan_runs"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    started_at: Mapped[dt.datetime]
+    finished_at: Mapped[dt.datetime | None]
+    status: Mapped[str] = mapped_column(String(16))
+    parameters: Mapped[dict[str, Any]]
+    summary: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class ScanEndpoint(Base):
+    """An (ip, port, sni) ever scanned; ``sni`` "" is the handshake without SNI."""
+
+    __tablename__ = "scan_endpoints"
+    __table_args__ = (UniqueConstraint("ip", "port", "sni", name="uq_scan_endpoints_ip_port_sni"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    ip: Mapped[str] = mapped_column(String(64))
+    port: Mapped[int] = mapped_column(Integer)
+    sni: Mapped[str] = mapped_column(String(255))
+    host: Mapped[str | None] = mapped_column(String(255))
+    protocol: Mapped[str] = mapped_column(String(16))
+    first_seen: Mapped[dt.datetime]
+    last_seen: Mapped[dt.datetime]
+
+
+class ScannedCertificate(Base):
+    """A certificate seen on the network, by the SHA-256 of its DER."""
+
+    __tablename__ = "scanned_certificates"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    der: Mapped[bytes] = mapped_column(LargeBinary)
+    subject: Mapped[str] = mapped_column(Text)
+    issuer: Mapped[str] = mapped_column(Text)
+    not_before: Mapped[dt.datetime]
+    not_after: Mapped[dt.datetime] = mapped_column(index=True)
+    key_type: Mapped[str] = mapped_column(String(32))
+    first_seen: Mapped[dt.datetime]
+
+
+class ScanObservation(Base):
+    """What one scan saw at one endpoint: the status, and for "ok" the leaf and chain.
+
+    ``first_seen`` is when this endpoint first showed this leaf (carried over from earlier
+    scans), ``last_seen`` this scan's time.
+    """
+
+    __tablename__ = "scan_observations"
+    __table_args__ = (Index("ix_scan_observations_scan", "scan_id", "endpoint_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    scan_id: Mapped[str] = mapped_column(String(64), ForeignKey("scan_runs.id"))
+    endpoint_id: Mapped[int] = mapped_column(Integer, ForeignKey("scan_endpoints.id"))
+    cert_sha256: Mapped[str | None] = mapped_column(
+        String(64), ForeignKey("scanned_certificates.sha256")
+    )
+    status: Mapped[str] = mapped_column(String(16))
+    chain: Mapped[list[Any]]  # SHA-256 hex of each certificate sent, leaf first
+    tls_version: Mapped[str | None] = mapped_column(String(16))
+    cipher: Mapped[str | None] = mapped_column(String(128))
+    error: Mapped[str | None] = mapped_column(Text)
+    first_seen: Mapped[dt.datetime]
+    last_seen: Mapped[dt.datetime]
+
+
+class ScanFinding(Base):
+    """One finding (scanner/findings.py codes) of one scan at one endpoint."""
+
+    __tablename__ = "scan_findings"
+    __table_args__ = (Index("ix_scan_findings_scan", "scan_id", "code"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    scan_id: Mapped[str] = mapped_column(String(64), ForeignKey("scan_runs.id"))
+    endpoint_id: Mapped[int] = mapped_column(Integer, ForeignKey("scan_endpoints.id"))
+    cert_sha256: Mapped[str | None] = mapped_column(String(64))
+    code: Mapped[str] = mapped_column(String(32))
+    severity: Mapped[str] = mapped_column(String(16))
+    detail: Mapped[str] = mapped_column(Text)
+
+
+class RateLimitBucket(Base):
+    """One token bucket (ACME rate limits), shared by every instance through the database."""
+
+    __tablename__ = "rate_limit_buckets"
+
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    tokens: Mapped[float]
+    updated_at: Mapped[dt.datetime]

@@ -83,6 +83,8 @@ async def new_account(request: web.Request) -> web.Response:
             "externalAccountRequired", "this server requires an external account binding"
         )
     contacts = validate_contacts(payload.contact or [])
+    if context.rate_limits is not None:
+        await context.rate_limits.new_account(request.remote or "unknown", context.clock())
     eab_kid = None
     if binding is not None:
         eab_kid = eab.kid_of(binding)

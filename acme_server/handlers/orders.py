@@ -82,6 +82,10 @@ async def new_order(request: web.Request) -> web.Response:
         if key is None or key.revoked_at is not None:
             raise AcmeError("unauthorized", "the account's external account key was revoked")
         eab.check_order(key, identifiers, profile)
+    if context.rate_limits is not None:
+        await context.rate_limits.new_order(
+            account.id, account.eab_kid, [i.value for i in identifiers], context.clock()
+        )
     replaces = None
     if payload.replaces is not None:
         replaces = await replaced_certificate(context, account.id, payload.replaces, identifiers)
@@ -155,7 +159,7 @@ async def _authorization_for(
     )
     session.add(authz)
     await session.flush()
-    for ctype in challenge_types(ident.wildcard, ident.type):
+    for ctype in challenge_types(ident.wildcard, ident.type, dns_account=config.dns_account_01):
         session.add(
             Challenge(
                 id=new_id(),

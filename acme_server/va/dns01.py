@@ -12,6 +12,8 @@ resolver that answered as ``addressUsed``/``port``; ``addressesResolved`` is emp
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
 import logging
 
@@ -39,11 +41,14 @@ _SHOWN = 64  # characters of a wrong TXT value shown in a problem detail
 
 
 async def validate_dns01(
-    domain: str, key_authorization: str, config: ValidationConfig
+    domain: str, key_authorization: str, config: ValidationConfig, *, account_url: str | None = None
 ) -> list[ValidationRecord]:
-    """Validate a dns-01 challenge: one record, or :class:`ValidationFailure`."""
+    """Validate a dns-01 challenge: one record, or :class:`ValidationFailure`.
+
+    With ``account_url`` it validates dns-account-01 (draft-ietf-acme-dns-account-label): the
+    same TXT value at ``_<account label>._acme-challenge.<domain>``."""
     try:
-        return await _validate(domain, key_authorization, config)
+        return await _validate(domain, key_authorization, config, account_url)
     except ValidationFailure:
         raise
     except Exception:  # a bug here must not turn into a 500 or leak a traceback
@@ -53,17 +58,25 @@ async def validate_dns01(
         ) from None
 
 
+def account_label(account_url: str) -> str:
+    """draft-ietf-acme-dns-account-label §3.1: "_" || base32(SHA-256(account URL)[0:10]),
+    lower case (10 octets are exactly 16 base32 characters, no padding)."""
+    digest = hashlib.sha256(account_url.encode()).digest()[:10]
+    return "_" + base64.b32encode(digest).decode("ascii").lower()
+
+
 async def _validate(
-    domain: str, key_authorization: str, config: ValidationConfig
+    domain: str, key_authorization: str, config: ValidationConfig, account_url: str | None
 ) -> list[ValidationRecord]:
     name = normalize_domain(domain)
     # RFC 8555 §8.4: the record is provisioned at "_acme-challenge." + the domain name.
     challenge_name = f"_acme-challenge.{name}"
+    if account_url is not None:
+        challenge_name = f"{account_label(account_url)}.{challenge_name}"
     expected = dns01_txt_value(key_authorization).encode("ascii")
     resolver = make_resolver(config)
     values, server, port = await _lookup_txt(resolver, challenge_name, config)
-    record = ValidationRecord(hostname=name, port=port, addresses_resolved=(),
-                              address_used=server)
+    record = ValidationRecord(hostname=name, port=port, addresses_resolved=(), address_used=server)
     if not values:
         raise ValidationFailure(
             AcmeError("dns", f"No TXT record found at {challenge_name}"), [record]
@@ -74,8 +87,9 @@ async def _validate(
     shown = values[0][:_SHOWN].decode("utf-8", "replace")
     more = f" (and {len(values) - 1} more)" if len(values) > 1 else ""
     raise ValidationFailure(
-        AcmeError("unauthorized", f"Incorrect TXT record {shown!r}{more} found at "
-                  f"{challenge_name}"),
+        AcmeError(
+            "unauthorized", f"Incorrect TXT record {shown!r}{more} found at {challenge_name}"
+        ),
         [record],
     )
 

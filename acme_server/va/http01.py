@@ -58,8 +58,12 @@ class _PinnedResolver(AbstractResolver):
         sockfamily = socket.AF_INET6 if self._address.version == 6 else socket.AF_INET
         return [
             ResolveResult(
-                hostname=host, host=str(self._address), port=port,
-                family=sockfamily, proto=0, flags=0,
+                hostname=host,
+                host=str(self._address),
+                port=port,
+                family=sockfamily,
+                proto=0,
+                flags=0,
             )
         ]
 
@@ -111,7 +115,9 @@ async def _validate(
     if not _TOKEN.match(token):
         raise fail("malformed", "the challenge token is not base64url")
     url = URL.build(
-        scheme="http", host=name, port=config.http01_port,
+        scheme="http",
+        host=name,
+        port=config.http01_port,
         path=f"/.well-known/acme-challenge/{token}",
     )
     for hop in range(MAX_REDIRECTS + 1):
@@ -119,8 +125,11 @@ async def _validate(
         port = url.port or 80
         resolved = await lookup_addresses(host, config)
         record = ValidationRecord(
-            hostname=host, port=port, addresses_resolved=tuple(str(a) for a in resolved),
-            address_used="", url=str(url),
+            hostname=host,
+            port=port,
+            addresses_resolved=tuple(str(a) for a in resolved),
+            address_used="",
+            url=str(url),
         )
         try:
             allowed = check_addresses(host, resolved, config)
@@ -131,8 +140,9 @@ async def _validate(
         records.append(replace(record, address_used=str(used)))
         if fetched.status in _REDIRECT_STATUSES and fetched.location is not None:
             if hop == MAX_REDIRECTS:
-                raise fail("connection", f"Fetching {url}: too many redirects (more than "
-                           f"{MAX_REDIRECTS})")
+                raise fail(
+                    "connection", f"Fetching {url}: too many redirects (more than {MAX_REDIRECTS})"
+                )
             url = _redirect_target(url, fetched.location, config)
             continue
         if fetched.status != 200:
@@ -166,15 +176,21 @@ def _redirect_target(current: URL, location: str, config: ValidationConfig) -> U
     # (or the configured http-01 port), so the VA cannot be aimed at arbitrary services.
     allowed_ports = {"http": {80, config.http01_port}, "https": {443}}
     if target.scheme not in allowed_ports:
-        raise fail("connection", f"Fetching {current}: redirect to {target.scheme!r} URL "
-                   "refused: only http and https are followed")
+        raise fail(
+            "connection",
+            f"Fetching {current}: redirect to {target.scheme!r} URL "
+            "refused: only http and https are followed",
+        )
     if not target.raw_host:
         raise fail("connection", f"Fetching {current}: redirect to a URL without a host")
     port = target.port or 0
     if port not in allowed_ports[target.scheme]:
         ports = " or ".join(str(p) for p in sorted(allowed_ports[target.scheme]))
-        raise fail("connection", f"Fetching {current}: redirect to port {port} refused: "
-                   f"only port {ports} is followed for {target.scheme}")
+        raise fail(
+            "connection",
+            f"Fetching {current}: redirect to port {port} refused: "
+            f"only port {ports} is followed for {target.scheme}",
+        )
     return target
 
 
@@ -202,7 +218,9 @@ async def _fetch_first(
 async def _fetch(url: URL, address: IPAddress, config: ValidationConfig) -> _Fetched:
     host = url.raw_host or ""
     connector = aiohttp.TCPConnector(
-        resolver=_PinnedResolver(host, address), use_dns_cache=False, force_close=True,
+        resolver=_PinnedResolver(host, address),
+        use_dns_cache=False,
+        force_close=True,
         ssl=False,  # RFC 8555 §8.3: the VA does not validate certificates on https redirects
         limit=1,
     )
@@ -212,8 +230,11 @@ async def _fetch(url: URL, address: IPAddress, config: ValidationConfig) -> _Fet
         async with (
             asyncio.timeout(config.timeout),
             aiohttp.ClientSession(
-                connector=connector, timeout=aiohttp.ClientTimeout(total=config.timeout),
-                trust_env=False, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar(),
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=config.timeout),
+                trust_env=False,
+                auto_decompress=False,
+                cookie_jar=aiohttp.DummyCookieJar(),
             ) as session,
             session.get(url, allow_redirects=False, headers=headers) as resp,
         ):
@@ -231,11 +252,13 @@ async def _fetch(url: URL, address: IPAddress, config: ValidationConfig) -> _Fet
         reason = os_error_reason(exc.os_error)
         raise _ConnectFailed(fail("connection", f"{where}: {reason}")) from None
     except (TimeoutError, aiohttp.ServerTimeoutError):
-        raise fail("connection", f"{where}: timeout after connect (your server may be slow "
-                   "or overloaded)") from None
+        raise fail(
+            "connection", f"{where}: timeout after connect (your server may be slow or overloaded)"
+        ) from None
     except aiohttp.ServerDisconnectedError:
-        raise fail("connection", f"{where}: the server closed the connection without a "
-                   "response") from None
+        raise fail(
+            "connection", f"{where}: the server closed the connection without a response"
+        ) from None
     except aiohttp.ClientResponseError:
         raise fail("connection", f"{where}: malformed HTTP response") from None
     except aiohttp.ClientPayloadError:

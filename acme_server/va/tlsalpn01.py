@@ -63,22 +63,28 @@ async def validate_tlsalpn01(
 
 
 async def _validate(
-    domain: str, key_authorization: str, config: ValidationConfig,
+    domain: str,
+    key_authorization: str,
+    config: ValidationConfig,
     records: list[ValidationRecord],
 ) -> list[ValidationRecord]:
     name = normalize_identifier(domain)
     resolved = await lookup_addresses(name, config)
     record = ValidationRecord(
-        hostname=name, port=config.tlsalpn01_port,
-        addresses_resolved=tuple(str(a) for a in resolved), address_used="",
+        hostname=name,
+        port=config.tlsalpn01_port,
+        addresses_resolved=tuple(str(a) for a in resolved),
+        address_used="",
     )
     records.append(record)
     allowed = check_addresses(name, resolved, config)
     last: ValidationFailure | None = None
     for address in connection_order(allowed):
         records[-1] = ValidationRecord(
-            hostname=name, port=config.tlsalpn01_port,
-            addresses_resolved=record.addresses_resolved, address_used=str(address),
+            hostname=name,
+            port=config.tlsalpn01_port,
+            addresses_resolved=record.addresses_resolved,
+            address_used=str(address),
         )
         try:
             der = await _handshake(name, address, config)
@@ -119,7 +125,9 @@ async def _handshake(name: str, address: IPAddress, config: ValidationConfig) ->
     try:
         async with asyncio.timeout(config.timeout):
             _, writer = await asyncio.open_connection(
-                str(address), config.tlsalpn01_port, ssl=_client_context(),
+                str(address),
+                config.tlsalpn01_port,
+                ssl=_client_context(),
                 # RFC 8737 §3: SNI carries the domain being validated; RFC 8738 §6: for an IP
                 # identifier, its reverse-mapping name (in-addr.arpa / ip6.arpa).
                 server_hostname=_sni_for(name),
@@ -130,8 +138,9 @@ async def _handshake(name: str, address: IPAddress, config: ValidationConfig) ->
             raise fail("tls", f"{where}: no TLS session was established")
         # RFC 8737 §3: the server must negotiate acme-tls/1.
         if ssl_object.selected_alpn_protocol() != ACME_TLS_1:
-            raise fail("tls", f"{where}: the server did not negotiate the {ACME_TLS_1} "
-                       "protocol with ALPN")
+            raise fail(
+                "tls", f"{where}: the server did not negotiate the {ACME_TLS_1} protocol with ALPN"
+            )
         der = ssl_object.getpeercert(binary_form=True)
         if not der:
             raise fail("tls", f"{where}: the server presented no certificate")
@@ -142,11 +151,11 @@ async def _handshake(name: str, address: IPAddress, config: ValidationConfig) ->
         reason = exc.reason.lower().replace("_", " ") if exc.reason else "handshake failed"
         raise fail("tls", f"{where}: TLS error: {reason}") from None
     except TimeoutError:
-        raise _ConnectFailed(fail("connection", f"{where}: timeout during connect or TLS "
-                                  "handshake")) from None
+        raise _ConnectFailed(
+            fail("connection", f"{where}: timeout during connect or TLS handshake")
+        ) from None
     except (ConnectionResetError, BrokenPipeError):
-        raise fail("tls", f"{where}: the connection was closed during the TLS handshake") \
-            from None
+        raise fail("tls", f"{where}: the connection was closed during the TLS handshake") from None
     except OSError as exc:
         raise _ConnectFailed(fail("connection", f"{where}: {os_error_reason(exc)}")) from None
     finally:
@@ -170,13 +179,19 @@ def _check_certificate(der: bytes, name: str, key_authorization: str, address: I
     if identifier_ip is not None:
         # RFC 8738 §6: exactly one SAN, an iPAddress equal to the identifier.
         if len(names) != 1 or not isinstance(names[0], x509.IPAddress):
-            raise fail("unauthorized", f"{where} must have exactly one subjectAltName, an "
-                       f"iPAddress for {name}; it has {len(names)} entries")
+            raise fail(
+                "unauthorized",
+                f"{where} must have exactly one subjectAltName, an "
+                f"iPAddress for {name}; it has {len(names)} entries",
+            )
         if names[0].value != identifier_ip:
             raise fail("unauthorized", f"{where} is for {names[0].value}, not {name}")
     elif len(names) != 1 or not isinstance(names[0], x509.DNSName):
-        raise fail("unauthorized", f"{where} must have exactly one subjectAltName, a dNSName "
-                   f"for {name}; it has {len(names)} entries")
+        raise fail(
+            "unauthorized",
+            f"{where} must have exactly one subjectAltName, a dNSName "
+            f"for {name}; it has {len(names)} entries",
+        )
     elif names[0].value.rstrip(".").lower() != name:
         raise fail("unauthorized", f"{where} is for {names[0].value!r}, not {name!r}")
     try:
@@ -192,5 +207,8 @@ def _check_certificate(der: bytes, name: str, key_authorization: str, address: I
     if len(value) != 34 or value[:2] != b"\x04\x20":
         raise fail("unauthorized", f"{where} has a malformed acmeIdentifier extension")
     if not hmac.compare_digest(value[2:], key_authorization_digest(key_authorization)):
-        raise fail("unauthorized", f"{where} has an acmeIdentifier that does not match the "
-                   "expected key authorization digest")
+        raise fail(
+            "unauthorized",
+            f"{where} has an acmeIdentifier that does not match the "
+            "expected key authorization digest",
+        )

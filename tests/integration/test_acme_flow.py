@@ -399,3 +399,35 @@ async def test_pre_authorization_disabled(client: AcmeTestClient, acme: RunningA
         {"identifier": {"type": "dns", "value": "x.example.test"}},
     )
     assert reply.status == 404
+
+
+async def test_dns_account_01(
+    db_url: str, tmp_path: Path, dns: TestDNSServer, responder: Responder
+) -> None:
+    """draft-ietf-acme-dns-account-label: the TXT record under the account's own label."""
+    from acme_server.va.dns01 import account_label
+
+    async with running_acme(
+        db_url,
+        tmp_path / "acct",
+        dns_address=dns.address,
+        http01_port=responder.port,
+        dns_account_01=True,
+    ) as acme:
+        client = await acme.client()
+        await client.register()
+        assert client.account_url
+        reply = await client.new_order(["*.label.example.test"])
+        order_url = reply.headers["Location"]
+        authz_url = reply.json()["authorizations"][0]
+        authz = (await client.get(authz_url)).json()
+        chall = next(c for c in authz["challenges"] if c["type"] == "dns-account-01")
+        key_auth = thumbprint_key_authorization(chall["token"], client.key)
+        value = base64.urlsafe_b64encode(hashlib.sha256(key_auth.encode()).digest())
+        label = account_label(client.account_url)
+        # The plain dns-01 name holds a wrong value: only the account's own label counts.
+        dns.set_txt("_acme-challenge.label.example.test", ["wrong"])
+        dns.set_txt(f"{label}._acme-challenge.label.example.test", [value.decode().rstrip("=")])
+        await client.post(chall["url"], {})
+        assert (await client.poll(authz_url, {"valid", "invalid"}))["status"] == "valid"
+        assert (await client.poll(order_url, {"ready", "invalid"}))["status"] == "ready"

@@ -49,3 +49,16 @@ def test_order_status(stored: str, expires: dt.datetime, authzs: list[str], expe
 def test_wildcards_only_get_dns01() -> None:
     assert challenge_types(True) == ("dns-01",)
     assert set(challenge_types(False)) == {"http-01", "dns-01", "tls-alpn-01"}
+
+
+def test_dns_account_01_and_ip_challenge_types() -> None:
+    assert challenge_types(False, "ip") == ("http-01", "tls-alpn-01")
+    assert challenge_types(True, dns_account=True) == ("dns-01", "dns-account-01")
+    assert "dns-account-01" in challenge_types(False, dns_account=True)
+
+
+def test_account_label_matches_the_draft_example() -> None:
+    from acme_server.va.dns01 import account_label
+
+    # draft-ietf-acme-dns-account-label: https://example.com/acme/acct/ExampleAccount
+    assert account_label("https://example.com/acme/acct/ExampleAccount") == "_ujmmovf2vn55tgye"

@@ -1,0 +1,193 @@
+"""``certyard scan TARGETS…``: sweep TLS endpoints, record them in the inventory, write a report.
+
+The report (JSON or SARIF) goes to ``--out`` or, without it, to stdout; the summary table goes to
+stderr when the report takes stdout. Exit status 0 when the scan ran (findings are data, not
+failures), 2 for bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TextIO
+
+from certyard.settings import Settings
+from scanner.jobs import ProbeJob, ProbeResult
+from scanner.runner import ScanOptions
+from scanner.scan import DEFAULT_PORTS, ScanOutcome, ScanRequest, scan
+from scanner.targets import TargetError, parse_ports, read_targets_file
+from storage.engine import create_engine, is_sqlite, migrate, session_factory
+
+
+class UsageError(Exception):
+    pass
+
+
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("scan", help="scan TLS endpoints into the inventory and write a report")
+    p.add_argument(
+        "targets",
+        nargs="*",
+        metavar="TARGET",
+        help="name, IP, CIDR, a-b range or name@ip, each with optional :port "
+        "and a protocol prefix (tls smtp imap pop3 ftp ldap postgres ://)",
+    )
+    p.add_argument("--targets-file", action="append", default=[], type=Path, metavar="F")
+    p.add_argument("--ports", default=",".join(map(str, DEFAULT_PORTS)), help="443,8443,1000-1010")
+    p.add_argument("--exclude", action="append", default=[], metavar="NET")
+    p.add_argument("--trust", action="append", default=[], type=Path, metavar="ROOTS.pem")
+    p.add_argument("--format", choices=("json", "sarif"), default="json")
+    p.add_argument("--out", type=Path)
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds per phase (default 5)")
+    p.add_argument("--retries", type=int, default=1)
+    p.add_argument("--concurrency", type=int, default=256)
+    p.add_argument("--per-host", type=int, default=4)
+    p.add_argument("--expiring-days", type=float, default=30.0)
+    p.add_argument(
+        "--no-legacy-probe",
+        action="store_true",
+        help="skip the TLS 1.1 handshake behind deprecated_tls_version",
+    )
+    p.add_argument("--seed", type=int, help="seed of the sweep order (default: random)")
+    p.add_argument("--no-inventory", action="store_true", help="do not write to the database")
+    p.add_argument("--config", type=Path)
+
+
+def request_from_args(args: argparse.Namespace) -> ScanRequest:
+    targets = list(args.targets)
+    for path in args.targets_file:
+        try:
+            targets += read_targets_file(path.read_text().splitlines())
+        except OSError as exc:
+            raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    if not targets:
+        raise UsageError("no targets (give TARGET arguments or --targets-file)")
+    for path in args.trust:
+        if not path.is_file():
+            raise UsageError(f"--trust {path}: no such file")
+    if args.timeout <= 0 or args.concurrency < 1 or args.per_host < 1 or args.retries < 0:
+        raise UsageError("--timeout, --concurrency and --per-host must be positive")
+    try:
+        ports = parse_ports(args.ports)
+    except TargetError as exc:
+        raise UsageError(str(exc)) from None
+    return ScanRequest(
+        targets=targets,
+        ports=ports,
+        excludes=list(args.exclude),
+        trust=list(args.trust),
+        options=ScanOptions(
+            timeout=args.timeout,
+            retries=args.retries,
+            concurrency=args.concurrency,
+            per_host=args.per_host,
+            expiring_days=args.expiring_days,
+            legacy_probe=not args.no_legacy_probe,
+        ),
+        seed=args.seed,
+    )
+
+
+class ProgressBar:
+    """scanner.jobs.Observer as a rich progress bar on stderr: endpoints done, rate, time left."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TaskProgressColumn,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
+        self.progress = Progress(
+            TextColumn("scanning"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TaskProgressColumn(),
+            TextColumn("{task.fields[rate]}/s"),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
+        self.task = self.progress.add_task("endpoints", total=None, rate="-")
+
+    def scan_started(self, endpoints: int) -> None:
+        self.progress.update(self.task, total=endpoints)
+        self.progress.start()
+
+    def job_started(self, job: ProbeJob) -> None:
+        return None
+
+    def job_finished(self, result: ProbeResult) -> None:
+        return None
+
+    def endpoint_finished(self, ip: str, port: int) -> None:
+        self.progress.advance(self.task)
+        speed = self.progress.tasks[0].speed
+        self.progress.update(self.task, rate=f"{speed:.0f}" if speed else "-")
+
+    def stop(self) -> None:
+        self.progress.stop()
+
+
+def print_summary(outcome: ScanOutcome, stream: TextIO) -> None:
+    rows: list[tuple[str, str]] = [("scan", outcome.scan_id or "(not recorded)")]
+    rows += [(f"status {k}", str(v)) for k, v in sorted(outcome.summary.by_status.items())]
+    rows += [(f"finding {k}", str(v)) for k, v in sorted(outcome.summary.by_code.items())]
+    rows += [("unresolved", name) for name in outcome.unresolved]
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:  # pragma: no cover - rich is a dependency; plain text otherwise
+        for key, value in rows:
+            print(f"{key:<28} {value}", file=stream)
+        return
+    table = Table(title="certyard scan", show_header=False)
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    for key, value in rows:
+        table.add_row(key, value)
+    Console(file=stream, width=100).print(table)
+
+
+async def run(settings: Settings, args: argparse.Namespace) -> int:
+    request = request_from_args(args)
+    root = settings.server.data_dir / "ca" / "root.pem"
+    anchors = [root] if root.is_file() else []
+    progress = ProgressBar() if sys.stderr.isatty() else None
+    engine = None
+    if not args.no_inventory:
+        if is_sqlite(settings.database_url):
+            # The default database lives in data_dir, which a first scan may have to create.
+            settings.server.data_dir.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(settings.database_url)
+    try:
+        sessions = None
+        if engine is not None:
+            await migrate(engine)
+            sessions = session_factory(engine)
+        try:
+            outcome = await scan(
+                request, sessions=sessions, extra_anchors=anchors, observer=progress
+            )
+        except TargetError as exc:
+            raise UsageError(str(exc)) from None
+        finally:
+            if progress is not None:
+                progress.stop()
+    finally:
+        if engine is not None:
+            await engine.dispose()
+    text = json.dumps(outcome.render(args.format), indent=2) + "\n"
+    if args.out is not None:
+        args.out.write_text(text)
+        print_summary(outcome, sys.stdout)
+    else:
+        sys.stdout.write(text)
+        print_summary(outcome, sys.stderr)
+    return 0

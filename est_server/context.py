@@ -1,0 +1,69 @@
+"""What the EST front end needs from the rest of certyard, declared here and nowhere else.
+
+The CA object (``ca.authority.CertificateAuthority``) satisfies :class:`EstIssuer` and the
+issuance service :class:`CertificateLookup`; tests may hand in fakes that satisfy only these.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from aiohttp import web
+from cryptography import x509
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from ca.issuance import IssuedCertificate, StoredCertificate
+
+AuthMode = Literal["basic", "cert", "either", "both"]
+KeyChange = Literal["allow", "require", "forbid"]
+
+
+class EstIssuer(Protocol):
+    async def issue(
+        self,
+        csr: x509.CertificateSigningRequest,
+        *,
+        profile: str,
+        dns_names: Sequence[str],
+        ip_addresses: Sequence[str] = (),
+        common_name: str | None = None,
+        requester: str,
+    ) -> IssuedCertificate: ...
+
+
+class CertificateLookup(Protocol):
+    async def find_by_der(self, der: bytes) -> StoredCertificate | None: ...
+
+
+@dataclass(frozen=True)
+class EstLabel:
+    """One EST label (RFC 7030 §3.2.2): its CA certificates, profile and policies."""
+
+    name: str
+    # RFC 7030 §4.1.3: what /cacerts returns - issuing intermediate(s), then the root.
+    ca_certificates: tuple[x509.Certificate, ...]
+    profile: str
+    auth: AuthMode = "either"
+    reenroll_key_change: KeyChange = "allow"
+    # "ecdsa" / "rsa" when the label issues from one chain only: the CSR's key must match.
+    chain: str | None = None
+    # Device and client profiles put the request's subject CN into the certificate.
+    use_common_name: bool = True
+
+
+@dataclass(frozen=True)
+class EstContext:
+    labels: Mapping[str, EstLabel]
+    default_label: str
+    issuer: EstIssuer
+    lookup: CertificateLookup
+    sessions: async_sessionmaker[AsyncSession]
+    clock: Callable[[], dt.datetime]
+    max_body_bytes: int = 16384
+    realm: str = "certyard EST"
+
+
+EST_CONTEXT: web.AppKey[EstContext] = web.AppKey("est_context", EstContext)

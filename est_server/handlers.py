@@ -1,0 +1,247 @@
+"""The EST operations (RFC 7030 §4): one function each, after :func:`dispatch` has resolved the
+label and checked the method."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Awaitable, Callable
+
+import structlog
+from aiohttp import web
+from cryptography import x509
+from sqlalchemy.exc import SQLAlchemyError
+
+from est_server.auth import ClientCertificate, check_basic, check_client_certificate
+from est_server.context import EST_CONTEXT, EstContext, EstLabel
+from est_server.errors import EstError
+from est_server.wire import (
+    CERTS_ONLY,
+    PKCS7_MIME,
+    PKCS10,
+    certs_only,
+    common_name,
+    decode_base64,
+    encode_base64,
+    key_chain,
+    parse_csr,
+    requested_names,
+    spki,
+)
+from storage.models import EstEnrollment
+
+log = structlog.get_logger("certyard.est")
+
+Handler = Callable[[EstContext, EstLabel, web.Request], Awaitable[web.StreamResponse]]
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def _base64_response(der: bytes, content_type: str) -> web.Response:
+    # RFC 8951 §3.2: the body is base64; the header says so for RFC 7030 clients that look.
+    return web.Response(
+        body=encode_base64(der),
+        headers={"Content-Type": content_type, "Content-Transfer-Encoding": "base64"},
+    )
+
+
+async def _read_body(context: EstContext, request: web.Request) -> bytes:
+    limit = context.max_body_bytes
+    too_large = EstError(413, f"the body is larger than {limit} bytes")
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _read_csr(
+    context: EstContext, label: EstLabel, request: web.Request
+) -> x509.CertificateSigningRequest:
+    csr = parse_csr(decode_base64(await _read_body(context, request)))
+    chain = key_chain(csr)
+    if label.chain is not None and chain != label.chain:
+        raise EstError(
+            400, f"label {label.name!r} issues from the {label.chain} chain: use a matching key"
+        )
+    return csr
+
+
+def _require_pkcs10(request: web.Request) -> None:
+    # RFC 7030 §4.2.1: the request is application/pkcs10; any Content-Transfer-Encoding or
+    # none is accepted (RFC 8951 §3.2).
+    if request.content_type != PKCS10:
+        raise EstError(415, f"the request's Content-Type must be {PKCS10}")
+
+
+def _unauthorized(context: EstContext) -> EstError:
+    return EstError(
+        401,
+        "authentication required: HTTP Basic credentials of an EST user",
+        {"WWW-Authenticate": f'Basic realm="{context.realm}"'},
+    )
+
+
+async def _authenticate(context: EstContext, label: EstLabel, request: web.Request) -> str:
+    """The requester's identity under the label's auth mode (RFC 7030 §3.2.3, §3.3.2):
+    "basic:<user>", "cert:<serial>" or both."""
+    client: ClientCertificate | None = None
+    if label.auth != "basic":
+        try:
+            client = await check_client_certificate(context, request)
+        except EstError:
+            if label.auth != "either":
+                raise
+            client = None  # "either": an unusable certificate leaves Basic to decide
+    if label.auth == "cert" or (label.auth == "either" and client is not None):
+        if client is None:
+            raise EstError(403, "a TLS client certificate issued by this CA is required")
+        return f"cert:{client.record.serial_hex}"
+    user = await check_basic(context, request, label.name)
+    if user is None:
+        raise _unauthorized(context)
+    if label.auth == "both":
+        if client is None:
+            raise EstError(403, "a TLS client certificate issued by this CA is also required")
+        return f"basic:{user} cert:{client.record.serial_hex}"
+    return f"basic:{user}"
+
+
+async def _issue(
+    context: EstContext,
+    label: EstLabel,
+    request: web.Request,
+    csr: x509.CertificateSigningRequest,
+    identity: str,
+) -> web.Response:
+    dns, ips = requested_names(csr)
+    issued = await context.issuer.issue(
+        csr,
+        profile=label.profile,
+        dns_names=dns,
+        ip_addresses=ips,
+        common_name=common_name(csr.subject) if label.use_common_name else None,
+        requester=f"est:{label.name}",
+    )
+    try:
+        async with context.sessions.begin() as session:
+            session.add(
+                EstEnrollment(
+                    id=secrets.token_urlsafe(16),
+                    label=label.name,
+                    identity=identity[:255],
+                    source_address=(request.remote or "")[:64] or None,
+                    certificate_id=issued.id,
+                    created_at=context.clock(),
+                )
+            )
+    except SQLAlchemyError as exc:
+        log.error("est_enrollment_record_failed", certificate=issued.id, error=str(exc))
+        raise EstError(
+            503, "the enrollment could not be recorded; retry later", {"Retry-After": "30"}
+        ) from exc
+    log.info("est_enrolled", label=label.name, identity=identity, serial=issued.serial_hex)
+    # RFC 7030 §4.2.3: the issued certificate alone, in a certs-only CMS message.
+    return _base64_response(certs_only([x509.load_der_x509_certificate(issued.der)]), CERTS_ONLY)
+
+
+# -- operations -------------------------------------------------------------------------------
+
+
+async def cacerts(context: EstContext, label: EstLabel, request: web.Request) -> web.Response:
+    """RFC 7030 §4.1: the label's CA certificates, no authentication (§4.1.1)."""
+    return _base64_response(certs_only(label.ca_certificates), PKCS7_MIME)
+
+
+async def simpleenroll(context: EstContext, label: EstLabel, request: web.Request) -> web.Response:
+    """RFC 7030 §4.2.1: a PKCS#10 request from an authenticated client."""
+    _require_pkcs10(request)
+    identity = await _authenticate(context, label, request)
+    csr = await _read_csr(context, label, request)
+    return await _issue(context, label, request, csr, identity)
+
+
+def _san_values(extensions: x509.Extensions) -> set[x509.GeneralName]:
+    try:
+        return set(extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
+    except x509.ExtensionNotFound:
+        return set()
+
+
+async def simplereenroll(
+    context: EstContext, label: EstLabel, request: web.Request
+) -> web.Response:
+    """RFC 7030 §4.2.2: renew or rekey the client certificate presented in TLS."""
+    _require_pkcs10(request)
+    client = await check_client_certificate(context, request)
+    if client is None:
+        raise EstError(403, "re-enrollment requires the current certificate as TLS client cert")
+    identity = f"cert:{client.record.serial_hex}"
+    if label.auth == "both":
+        user = await check_basic(context, request, label.name)
+        if user is None:
+            raise _unauthorized(context)
+        identity = f"basic:{user} {identity}"
+    csr = await _read_csr(context, label, request)
+    current = x509.load_der_x509_certificate(client.der)
+    # RFC 7030 §4.2.2: Subject and SubjectAltName MUST be identical to the current certificate's.
+    if csr.subject != current.subject:
+        raise EstError(403, "the request's subject differs from the current certificate's")
+    try:
+        csr_sans = _san_values(csr.extensions)
+    except ValueError:
+        raise EstError(400, "the request's extensions cannot be parsed") from None
+    if csr_sans != _san_values(current.extensions):
+        raise EstError(403, "the request's subjectAltName differs from the current certificate's")
+    same_key = spki(csr) == spki(current)
+    if label.reenroll_key_change == "require" and same_key:
+        raise EstError(403, f"label {label.name!r} requires a new key at re-enrollment")
+    if label.reenroll_key_change == "forbid" and not same_key:
+        raise EstError(403, f"label {label.name!r} does not allow a key change at re-enrollment")
+    return await _issue(context, label, request, csr, identity)
+
+
+async def csrattrs(context: EstContext, label: EstLabel, request: web.Request) -> web.Response:
+    """RFC 7030 §4.5.2: 204 when the server has no attributes to ask for (profiles do not
+    fix any yet)."""
+    return web.Response(status=204)
+
+
+async def fullcmc(context: EstContext, label: EstLabel, request: web.Request) -> web.Response:
+    raise EstError(501, "Full CMC (RFC 7030 §4.3) is not supported by this server")
+
+
+async def serverkeygen(context: EstContext, label: EstLabel, request: web.Request) -> web.Response:
+    raise EstError(501, "server-side key generation (RFC 7030 §4.4) is not supported yet")
+
+
+# RFC 7030 §3.2.2: operation path segment -> (method, handler).
+OPERATIONS: dict[str, tuple[str, Handler]] = {
+    "cacerts": ("GET", cacerts),
+    "csrattrs": ("GET", csrattrs),
+    "simpleenroll": ("POST", simpleenroll),
+    "simplereenroll": ("POST", simplereenroll),
+    "fullcmc": ("POST", fullcmc),
+    "serverkeygen": ("POST", serverkeygen),
+}
+
+
+async def dispatch(request: web.Request) -> web.StreamResponse:
+    context = request.app[EST_CONTEXT]
+    operation = request.match_info["operation"]
+    name = request.match_info.get("label", context.default_label)
+    entry = OPERATIONS.get(operation)
+    if entry is None:
+        raise EstError(404, f"unknown EST operation {operation!r}")
+    label = context.labels.get(name)
+    if label is None:
+        raise EstError(404, f"unknown EST label {name!r}")
+    method, handler = entry
+    if request.method != method and not (method == "GET" and request.method == "HEAD"):
+        raise EstError(405, f"{operation} takes {method}", {"Allow": method})
+    return await handler(context, label, request)

@@ -1,0 +1,173 @@
+"""The scan runner: endpoints in, one ``EndpointReport`` per (ip, port, sni) out.
+
+Concurrency: ``concurrency`` workers each hold at most one connection, so that is the global
+limit; a semaphore per IP caps the connections to one host (``per_host``). Each endpoint is
+probed first without SNI (then, when that worked, once more capped at TLS 1.1 for
+``deprecated_tls_version``); when that reaches TLS or fails inside TLS, once more per known name.
+When the transport itself fails (refused, timeout, no TLS) the named probes are skipped: they
+would meet the same port, and the endpoint is reported once, without SNI.
+
+Results are streamed to a sink (the inventory) and an observer (progress) as they arrive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import ssl
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from scanner.findings import Finding, TrustStore, evaluate
+from scanner.jobs import NullObserver, Observer, ProbeJob, ProbeResult, Status
+from scanner.targets import Endpoint
+from scanner.tls_probe import client_context, probe
+
+Clock = Callable[[], dt.datetime]
+_TRANSPORT_FAILURES = (Status.REFUSED, Status.TIMEOUT, Status.NO_TLS)
+_RETRIED = (Status.TIMEOUT, Status.ERROR)
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass(frozen=True)
+class ScanOptions:
+    timeout: float = 5.0  # per phase: TCP connect, then STARTTLS + handshake
+    retries: int = 1  # extra attempts after a timeout or an error (not refused / no_tls)
+    concurrency: int = 256
+    per_host: int = 4
+    expiring_days: float = 30.0
+    legacy_probe: bool = True  # one more handshake per ip:port limited to TLS 1.1
+
+
+@dataclass
+class EndpointReport:
+    job: ProbeJob
+    result: ProbeResult
+    findings: list[Finding] = field(default_factory=list)
+
+
+class Sink(Protocol):
+    async def record(self, report: EndpointReport) -> None: ...
+
+
+@dataclass
+class ScanSummary:
+    reports: list[EndpointReport]
+    by_status: Counter[str]
+    by_code: Counter[str]
+
+
+class Runner:
+    def __init__(
+        self,
+        options: ScanOptions,
+        store: TrustStore,
+        *,
+        observer: Observer | None = None,
+        sink: Sink | None = None,
+        clock: Clock = utc_now,
+        context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.options = options
+        self.store = store
+        self.observer: Observer = observer or NullObserver()
+        self.sink = sink
+        self.clock = clock
+        self.context = context or client_context()
+        self.legacy_context = client_context(maximum=ssl.TLSVersion.TLSv1_1)
+        self._per_host: dict[str, asyncio.Semaphore] = {}
+        self._reports: list[EndpointReport] = []
+
+    async def run(self, endpoints: Sequence[Endpoint]) -> ScanSummary:
+        self.observer.scan_started(len(endpoints))
+        queue: asyncio.Queue[Endpoint] = asyncio.Queue()
+        for endpoint in endpoints:
+            queue.put_nowait(endpoint)
+        workers = [
+            asyncio.create_task(self._worker(queue))
+            for _ in range(max(1, min(self.options.concurrency, len(endpoints))))
+        ]
+        try:
+            await asyncio.gather(*workers)
+        finally:
+            for worker in workers:
+                worker.cancel()
+        reports = sorted(self._reports, key=lambda r: (r.job.ip, r.job.port, r.job.sni or ""))
+        return ScanSummary(
+            reports,
+            Counter(r.result.status.value for r in reports),
+            Counter(f.code for r in reports for f in r.findings),
+        )
+
+    def partial_counts(self) -> dict[str, dict[str, int]]:
+        """Counts of what finished so far (for the scan record, even when interrupted)."""
+        return {
+            "by_status": dict(Counter(r.result.status.value for r in self._reports)),
+            "by_finding": dict(Counter(f.code for r in self._reports for f in r.findings)),
+        }
+
+    async def _worker(self, queue: asyncio.Queue[Endpoint]) -> None:
+        while True:
+            try:
+                endpoint = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            await self._endpoint(endpoint)
+            self.observer.endpoint_finished(str(endpoint.ip), endpoint.port)
+
+    async def _endpoint(self, endpoint: Endpoint) -> None:
+        ip = str(endpoint.ip)
+        default_host = endpoint.names[0] if endpoint.names else ip
+        base = ProbeJob(ip, endpoint.port, endpoint.protocol, None, default_host)
+        first = await self._attempt(base)
+        extra: list[Finding] = []
+        if first.status is Status.OK and self.options.legacy_probe:
+            legacy = await self._attempt(
+                ProbeJob(ip, endpoint.port, endpoint.protocol, None, default_host, legacy=True)
+            )
+            if legacy.status is Status.OK:
+                # RFC 8996: TLS 1.0 and 1.1 are deprecated; the endpoint still negotiates one.
+                extra.append(
+                    Finding("deprecated_tls_version", f"accepts {legacy.tls_version}", None)
+                )
+        await self._report(base, first, extra)
+        if first.status in _TRANSPORT_FAILURES:
+            return
+        for name in endpoint.names:
+            job = ProbeJob(ip, endpoint.port, endpoint.protocol, name, name)
+            await self._report(job, await self._attempt(job), [])
+
+    async def _attempt(self, job: ProbeJob) -> ProbeResult:
+        """One job, retried after a timeout or an error; always a result."""
+        self.observer.job_started(job)
+        semaphore = self._per_host.setdefault(job.ip, asyncio.Semaphore(self.options.per_host))
+        ctx = self.legacy_context if job.legacy else self.context
+        attempts = 0
+        while True:
+            attempts += 1
+            async with semaphore:
+                try:
+                    result = await probe(job, ctx, seconds=self.options.timeout)
+                except Exception as exc:  # a bug in one probe must not end the scan
+                    result = ProbeResult(job, Status.ERROR, error=f"internal: {exc!r}")
+            if result.status not in _RETRIED or attempts > self.options.retries:
+                break
+        result.attempts = attempts
+        self.observer.job_finished(result)
+        return result
+
+    async def _report(self, job: ProbeJob, result: ProbeResult, extra: list[Finding]) -> None:
+        findings: list[Finding] = []
+        if result.status is Status.OK:
+            findings = evaluate(
+                result.chain, job.sni, self.store, self.clock(), self.options.expiring_days
+            )
+        report = EndpointReport(job, result, findings + extra)
+        self._reports.append(report)
+        if self.sink is not None:
+            await self.sink.record(report)

@@ -1,0 +1,105 @@
+"""One scan from start to finish: targets → endpoints → runner → inventory → report document.
+
+The command line (certyard/scan_commands.py) and the tests call ``scan()``; it knows nothing
+of argparse or terminals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from scanner import report_json, report_sarif
+from scanner.findings import SYSTEM_BUNDLE, TrustStore
+from scanner.inventory import Inventory
+from scanner.jobs import Observer
+from scanner.runner import Clock, Runner, ScanOptions, ScanSummary, utc_now
+from scanner.targets import expand, iter_specs, parse_excludes
+
+DEFAULT_PORTS = [443]
+
+
+@dataclass
+class ScanRequest:
+    targets: list[str]
+    ports: list[int] = field(default_factory=lambda: list(DEFAULT_PORTS))
+    excludes: list[str] = field(default_factory=list)
+    trust: list[Path] = field(default_factory=list)  # extra roots (and known intermediates)
+    system_trust: Path | None = SYSTEM_BUNDLE
+    options: ScanOptions = field(default_factory=ScanOptions)
+    seed: int | None = None
+
+    def parameters(self) -> dict[str, Any]:
+        return {
+            "targets": self.targets,
+            "ports": self.ports,
+            "excludes": self.excludes,
+            "trust": [str(p) for p in self.trust],
+            "timeout": self.options.timeout,
+            "retries": self.options.retries,
+            "concurrency": self.options.concurrency,
+            "per_host": self.options.per_host,
+            "expiring_days": self.options.expiring_days,
+            "seed": self.seed,
+        }
+
+
+@dataclass
+class ScanOutcome:
+    scan_id: str | None
+    summary: ScanSummary
+    unresolved: list[str]
+    document: dict[str, Any]  # the JSON report
+
+    def render(self, fmt: str) -> dict[str, Any]:
+        return report_sarif.build(self.summary) if fmt == "sarif" else self.document
+
+
+async def scan(
+    request: ScanRequest,
+    *,
+    sessions: async_sessionmaker[AsyncSession] | None = None,
+    observer: Observer | None = None,
+    clock: Clock = utc_now,
+    extra_anchors: Sequence[Path] = (),
+) -> ScanOutcome:
+    """Run the scan; with ``sessions``, record it in the inventory as results arrive.
+
+    Raises ``TargetError`` for targets that do not parse (before anything is probed); names
+    that do not resolve are reported in ``unresolved`` and the rest is scanned.
+    """
+    specs = list(iter_specs(request.targets))
+    excludes = parse_excludes(request.excludes)
+    endpoints, unresolved = await expand(specs, request.ports, excludes, seed=request.seed)
+    store = TrustStore.load(system=request.system_trust)
+    for path in extra_anchors:
+        store.add(TrustStore.load([path], system=None).anchors, roots_only=True)
+    for path in request.trust:
+        loaded = TrustStore.load([path], system=None)
+        store.anchors += loaded.anchors
+        store.intermediates += loaded.intermediates
+    inventory = Inventory(sessions, clock) if sessions is not None else None
+    started = clock()
+    scan_id = await inventory.start(request.parameters()) if inventory else None
+    runner = Runner(request.options, store, observer=observer, sink=inventory, clock=clock)
+    status = "interrupted"
+    try:
+        summary = await runner.run(endpoints)
+        status = "done"
+    finally:
+        if inventory is not None:
+            counts = runner.partial_counts()
+            await inventory.finish(status, counts)
+    document = report_json.build(
+        summary,
+        scan_id=scan_id,
+        started=started,
+        finished=clock(),
+        parameters=request.parameters(),
+    )
+    document["scan"]["unresolved"] = unresolved
+    return ScanOutcome(scan_id, summary, unresolved, document)
