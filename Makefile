@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: run venv test lint bench clean
+.PHONY: run venv softhsm test lint bench clean
 
 # The server's own dependencies only (no test extras): .venv (installing python3-venv with apt
 # when this Python cannot make one), then the project in editable mode. Redone when
@@ -25,7 +25,17 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-run: $(STAMP)
+# The embedded default keeps the CA keys on a SoftHSM2 token: install the Debian package first
+# when it is missing (as root; see docs/hsm.md for another PKCS#11 module or software keys).
+softhsm:
+	@if ! command -v softhsm2-util >/dev/null; then \
+		echo "make: installing softhsm2 with apt (the CA keys live on a SoftHSM2 token)" >&2; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -q --no-install-recommends softhsm2 \
+		|| { apt-get update -q && apt-get install -y -q --no-install-recommends softhsm2; }; \
+	fi
+
+run: $(STAMP) softhsm
 	$(BIN)/certyard serve
 
 # Installs the test dependencies, starts the private PostgreSQL cluster, runs pytest over the
