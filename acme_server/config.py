@@ -30,6 +30,8 @@ class AcmeConfig:
     require_eab: bool = False
     # RFC 8555 §7.4.1: offer newAuthz (pre-authorization) in the directory.
     allow_preauthorization: bool = False
+    # A finalize still "processing" after this long belongs to a dead instance: take it over.
+    finalize_stale_after: dt.timedelta = dt.timedelta(seconds=60)
     # draft-ietf-acme-dns-account-label: offer dns-account-01 next to dns-01.
     dns_account_01: bool = False
     # BR §3.2.2.8: CAA is rechecked at finalize when the validation is older than this.

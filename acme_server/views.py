@@ -93,17 +93,19 @@ async def load_order(
         now,
     )
     if fresh != order.status:
-        extra: dict[str, object] = {}
+        extra: dict[str, Any] = {}
         if fresh == "invalid" and order.error is None:
             extra["error"] = {
                 "type": "urn:ietf:params:acme:error:unauthorized",
                 "detail": "an authorization of the order failed or expired",
                 "status": 403,
             }
-        if await repo.set_order_status(session, order.id, [order.status], fresh, now, **extra):
+        if await repo.set_order_status(
+            session, order.id, [order.status], fresh, now, expected_updated_at=None, **extra
+        ):
             order.status = fresh
             if "error" in extra:
-                order.error = extra["error"]  # type: ignore[assignment]
+                order.error = extra["error"]
         else:
             await session.refresh(order)
     return order, authzs

@@ -8,6 +8,7 @@ server.shutdown_grace_seconds) before the process exits.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import ipaddress
 import os
 import secrets
@@ -42,8 +43,10 @@ from est_server.app import PREFIX as EST_PREFIX
 from est_server.app import create_app as create_est_app
 from est_server.context import EstContext, EstLabel
 from revocation_server.app import create_app as create_revocation_app
+from storage.repositories import leases
 
 log = structlog.get_logger("certyard")
+PURGE_SECONDS = 300
 
 
 async def server_ssl_context(services: Services) -> ssl.SSLContext:
@@ -185,11 +188,20 @@ def build_https_app(
     return root
 
 
-async def _purge_loop(context: AcmeContext) -> None:
+async def _purge_loop(context: AcmeContext, instance: str) -> None:
+    """Delete expired nonces; one instance at a time does it, through a database lease."""
     while True:
-        await asyncio.sleep(300)
+        await asyncio.sleep(PURGE_SECONDS)
         try:
-            await context.nonces.purge_expired()
+            now = utc_now()
+            if await leases.acquire(
+                context.sessions,
+                "nonce-purge",
+                instance,
+                now,
+                dt.timedelta(seconds=2 * PURGE_SECONDS),
+            ):
+                await context.nonces.purge_expired()
         except Exception:
             log.exception("nonce_purge_failed")
 
@@ -244,13 +256,14 @@ async def serve(settings: Settings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     background: list[asyncio.Task[None]] = []
+    instance = secrets.token_hex(8)  # names this process in leases and logs
     try:
         await site.start()
         if http_runner is not None:
             http_host, http_port = parse_hostport(settings.server.http_listen)
             await web.TCPSite(http_runner, http_host, http_port, reuse_address=True).start()
         worker.start()
-        background.append(asyncio.create_task(_purge_loop(context)))
+        background.append(asyncio.create_task(_purge_loop(context, instance)))
         background.append(asyncio.create_task(_crl_loop(services)))
         log.info(
             "certyard_started",
@@ -260,7 +273,7 @@ async def serve(settings: Settings) -> int:
             root_certificate=str(Path(settings.server.data_dir) / "ca" / "root.pem"),
             key_backend=services.backend.name,
             database=settings.database_url.split("@")[-1],
-            instance=secrets.token_hex(4),
+            instance=instance,
         )
         await stop.wait()
         log.info("certyard_stopping")

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 VENV="${VENV:-.venv}"
-PACKAGES=(softhsm2 postgresql lego openssl curl ca-certificates python3-venv)
+PACKAGES=(softhsm2 postgresql lego openssl curl ca-certificates python3-venv haproxy)
 
 log() { printf 'install-test-deps: %s\n' "$*" >&2; }
 

@@ -358,3 +358,13 @@ class RateLimitBucket(Base):
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     tokens: Mapped[float]
     updated_at: Mapped[dt.datetime]
+
+
+class Lease(Base):
+    """A named lease: the instance holding it runs that background schedule (one at a time)."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[dt.datetime]

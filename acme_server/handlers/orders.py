@@ -261,7 +261,16 @@ async def finalize(request: web.Request) -> web.Response:
     order_id = request.match_info["id"]
     async with context.sessions.begin() as session:
         order, authzs = await load_order(session, context, order_id, account.id)
-    if order.status != "ready":
+    stale: dt.datetime | None = None
+    if (
+        order.status == "processing"
+        and order.certificate_id is None
+        and order.updated_at <= context.clock() - context.config.finalize_stale_after
+    ):
+        # A finalize whose instance died between "processing" and "valid" (nothing was released:
+        # the certificate commits with the order's move to valid). Take the order over.
+        stale = order.updated_at
+    elif order.status != "ready":
         raise AcmeError(
             "orderNotReady",
             f"order is {order.status}, not ready",
@@ -280,8 +289,15 @@ async def finalize(request: web.Request) -> web.Response:
     now = context.clock()
     # The ready -> processing compare-and-set is the single point a finalize wins at; a second
     # concurrent finalize finds the order no longer ready and gets orderNotReady.
+    # ``now`` becomes the order's updated_at: the token this finalize's later updates require,
+    # so a finalize that was taken over (above) can never also complete the order.
     async with context.sessions.begin() as session:
-        won = await repo.set_order_status(session, order.id, ["ready"], "processing", now)
+        if stale is None:
+            won = await repo.set_order_status(session, order.id, ["ready"], "processing", now)
+        else:
+            won = await repo.set_order_status(
+                session, order.id, ["processing"], "processing", now, expected_updated_at=stale
+            )
     if not won:
         raise AcmeError("orderNotReady", "order is already being finalized")
     try:
@@ -299,14 +315,19 @@ async def finalize(request: web.Request) -> web.Response:
                 session=session,
             )
             # The certificate row and the order's move to valid commit together.
-            await repo.set_order_status(
+            if not await repo.set_order_status(
                 session,
                 order.id,
                 ["processing"],
                 "valid",
                 context.clock(),
+                expected_updated_at=now,
                 certificate_id=issued.id,
-            )
+            ):
+                raise _Superseded()
+    except _Superseded:
+        # Rolled back: the completed record stays "signing", never released.
+        raise AcmeError("orderNotReady", "order was finalized by another request") from None
     except Exception as exc:
         error = _issuance_problem(exc)
         async with context.sessions.begin() as session:
@@ -314,7 +335,12 @@ async def finalize(request: web.Request) -> web.Response:
                 # Nothing was issued and the fault is ours and temporary: the client may finalize
                 # again once the CA is back, so the order returns to ready.
                 await repo.set_order_status(
-                    session, order.id, ["processing"], "ready", context.clock()
+                    session,
+                    order.id,
+                    ["processing"],
+                    "ready",
+                    context.clock(),
+                    expected_updated_at=now,
                 )
             else:
                 await repo.set_order_status(
@@ -323,6 +349,7 @@ async def finalize(request: web.Request) -> web.Response:
                     ["processing"],
                     "invalid",
                     context.clock(),
+                    expected_updated_at=now,
                     error=error.to_json(),
                 )
         raise error from exc
@@ -378,6 +405,10 @@ async def _capped_not_after(
     return eab.capped_not_after(
         key, order.not_before, order.not_after, context.clock(), context.config.ca_backdate
     )
+
+
+class _Superseded(Exception):
+    """Another finalize took this order over while we were signing."""
 
 
 def _issuance_problem(exc: Exception) -> AcmeError:

@@ -63,13 +63,18 @@ async def set_order_status(
     expected: Sequence[str],
     new: str,
     now: dt.datetime,
+    *,
+    expected_updated_at: dt.datetime | None = None,
     **values: object,
 ) -> bool:
-    """Compare-and-set: move the order only from one of ``expected``; True when it moved."""
+    """Compare-and-set: move the order only from one of ``expected`` (and, when given, only if
+    ``updated_at`` still is ``expected_updated_at``: a finalize's ownership token); True when
+    it moved."""
+    conditions = [Order.id == order_id, Order.status.in_(list(expected))]
+    if expected_updated_at is not None:
+        conditions.append(Order.updated_at == expected_updated_at)
     result = await session.execute(
-        update(Order)
-        .where(Order.id == order_id, Order.status.in_(list(expected)))
-        .values(status=new, updated_at=now, **values)
+        update(Order).where(*conditions).values(status=new, updated_at=now, **values)
     )
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 

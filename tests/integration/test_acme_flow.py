@@ -431,3 +431,38 @@ async def test_dns_account_01(
         await client.post(chall["url"], {})
         assert (await client.poll(authz_url, {"valid", "invalid"}))["status"] == "valid"
         assert (await client.poll(order_url, {"ready", "invalid"}))["status"] == "ready"
+
+
+async def test_finalize_orphaned_by_a_dead_instance_is_taken_over(
+    acme: RunningAcme, client: AcmeTestClient, responder: Responder, dns: TestDNSServer
+) -> None:
+    """An order left "processing" (its instance died before "valid") is finalized by the
+    next finalize once it is stale; a fresh "processing" one is not touched."""
+    import datetime as dt
+
+    from sqlalchemy import update
+
+    from storage.models import Order
+
+    reply = await client.new_order(["orphan.example.test"])
+    order_url = reply.headers["Location"]
+    order_id = order_url.rsplit("/", 1)[1]
+    await solve(client, reply.json(), responder, dns)
+    order = await client.poll(order_url, {"ready"})
+    der, _ = make_csr(["orphan.example.test"])
+
+    async def set_processing(age: dt.timedelta) -> None:
+        async with acme.services.sessions.begin() as session:
+            await session.execute(
+                update(Order)
+                .where(Order.id == order_id)
+                .values(status="processing", updated_at=dt.datetime.now(dt.UTC) - age)
+            )
+
+    await set_processing(dt.timedelta(seconds=1))
+    busy = await client.post(order["finalize"], {"csr": csr_field(der)})
+    assert busy.problem_type == "orderNotReady"
+    await set_processing(dt.timedelta(minutes=5))
+    taken = await client.post(order["finalize"], {"csr": csr_field(der)})
+    assert taken.status == 200, taken.body
+    assert (await client.poll(order_url, {"valid"}))["certificate"]
