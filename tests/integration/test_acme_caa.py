@@ -2,31 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from tests.integration.test_acme_flow import Responder, solve
+from tests.integration.test_acme_flow import solve
 from tests.support.acme_app import RunningAcme, running_acme
 from tests.support.acme_client import AcmeTestClient, csr_field, make_csr
 from tests.support.dnsserver import TestDNSServer
-
-
-@pytest.fixture
-def dns() -> Iterator[TestDNSServer]:
-    server = TestDNSServer()
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-async def responder() -> AsyncIterator[Responder]:
-    r = Responder()
-    await r.start()
-    yield r
-    await r.stop()
+from tests.support.http01 import Responder
 
 
 @pytest.fixture

@@ -6,16 +6,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from aiohttp import web
 from cryptography import x509
 from sqlalchemy import func, select
 
 from storage.models import Certificate
-from tests.support.acme_app import RunningAcme, free_port, running_acme
+from tests.support.acme_app import RunningAcme, running_acme
 from tests.support.acme_client import (
     AcmeTestClient,
     csr_field,
@@ -23,48 +22,7 @@ from tests.support.acme_client import (
     thumbprint_key_authorization,
 )
 from tests.support.dnsserver import TestDNSServer
-
-
-class Responder:
-    """An http-01 responder on a real loopback port."""
-
-    def __init__(self) -> None:
-        self.tokens: dict[str, str] = {}
-        self.port = free_port()
-        self._runner: web.AppRunner | None = None
-
-    async def handle(self, request: web.Request) -> web.Response:
-        token = request.match_info["token"]
-        if token not in self.tokens:
-            return web.Response(status=404)
-        return web.Response(text=self.tokens[token])
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_get("/.well-known/acme-challenge/{token}", self.handle)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-
-    async def stop(self) -> None:
-        if self._runner:
-            await self._runner.cleanup()
-
-
-@pytest.fixture
-def dns() -> Iterator[TestDNSServer]:
-    server = TestDNSServer()
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-async def responder() -> AsyncIterator[Responder]:
-    r = Responder()
-    await r.start()
-    yield r
-    await r.stop()
+from tests.support.http01 import Responder
 
 
 @pytest.fixture

@@ -18,9 +18,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.integration.test_acme_flow import Responder
 from tests.support.acme_app import RunningAcme, free_port, running_acme
 from tests.support.acme_client import AcmeTestClient, thumbprint_key_authorization
+from tests.support.http01 import Responder
 
 ACME_IDENTIFIER = x509.ObjectIdentifier("1.3.6.1.5.5.7.1.31")
 
@@ -79,14 +79,6 @@ class AlpnResponder:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
-
-
-@pytest.fixture
-async def responder() -> AsyncIterator[Responder]:
-    r = Responder()
-    await r.start()
-    yield r
-    await r.stop()
 
 
 @pytest.fixture

@@ -42,9 +42,10 @@ from certyard.settings import Settings, load_settings
 from certyard.wiring import Services, build_services, ca_config, key_backend, utc_now
 from storage.engine import MIGRATIONS_DIR, create_engine
 from storage.models import Certificate, Issuer
-from tests.integration.test_acme_flow import Responder, obtain
+from tests.integration.test_acme_flow import obtain
 from tests.support.acme_app import running_acme
 from tests.support.dnsserver import TestDNSServer
+from tests.support.http01 import Responder
 from tests.support.tools import require_tool
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
