@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from acme_server.va import ValidationConfig
+from acme_server.va.remote import RemotePerspective
 
 
 @dataclass(frozen=True)
@@ -40,3 +42,11 @@ class AcmeConfig:
     ca_backdate: dt.timedelta = dt.timedelta(seconds=60)
     # RFC 9773 §4.3: how long clients should wait before asking for renewal info again.
     ari_retry_after: dt.timedelta = dt.timedelta(hours=6)
+    # Multi-perspective validation (docs/validation.md): remote agents asked after the local
+    # validation succeeded; ``remote_quorum`` of them must agree. () = local validation only.
+    remote_perspectives: tuple[RemotePerspective, ...] = ()
+    remote_quorum: int = 0
+    remote_client_cert: Path | None = None
+    remote_client_key: Path | None = None
+    remote_ca_file: Path | None = None
+    remote_timeout: float = 30.0

@@ -21,11 +21,10 @@ from acme_server.jws import jwk_from_json, key_authorization
 from acme_server.va import (
     ValidationFailure,
     ValidationRecord,
-    validate_dns01,
-    validate_http01,
-    validate_tlsalpn01,
 )
 from acme_server.va.caa import check_caa
+from acme_server.va.dispatch import validate_challenge
+from acme_server.va.remote import RemotePerspectives, RemoteRequest, client_ssl_context
 from storage.models import Account, Authorization, Challenge, ValidationJob
 from storage.repositories import acme as repo
 
@@ -44,6 +43,7 @@ class ValidationWorker:
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
+        self._remote: RemotePerspectives | None = None
 
     def wake(self) -> None:
         self._wake.set()
@@ -117,6 +117,17 @@ class ValidationWorker:
                 key_auth,
                 context.urls.account(account.id),
             )
+            # Multi-perspective validation: the remote agents must confirm what we saw.
+            await self._check_remote(
+                RemoteRequest(
+                    type=chall.type,
+                    identifier=authz.identifier_value,
+                    token=chall.token,
+                    key_authorization=key_auth,
+                    account_url=context.urls.account(account.id),
+                ),
+                records,
+            )
             # RFC 8659 §3 / RFC 8657: the domain's CAA records must let us, this account and
             # this method issue; checked once control is proven, before the authz is valid.
             if authz.identifier_type == "dns":  # RFC 8738 §7: no CAA for IP addresses
@@ -138,19 +149,61 @@ class ValidationWorker:
         if error is not None and context.rate_limits is not None:
             await context.rate_limits.failed_validation(account.id, context.clock())
 
+    def _remote_perspectives(self) -> RemotePerspectives | None:
+        config = self._context.config
+        if not config.remote_perspectives:
+            return None
+        if self._remote is None:
+            cert, key, ca = (
+                config.remote_client_cert,
+                config.remote_client_key,
+                config.remote_ca_file,
+            )
+            if cert is None or key is None or ca is None:
+                raise ValueError("remote perspectives need a client certificate, key and CA")
+            self._remote = RemotePerspectives(
+                config.remote_perspectives,
+                config.remote_quorum,
+                client_ssl_context(cert, key, ca),
+                config.remote_timeout,
+            )
+        return self._remote
+
+    async def _check_remote(self, request: RemoteRequest, records: list[ValidationRecord]) -> None:
+        """Ask the remote perspectives (if any); a missed quorum fails the challenge."""
+        try:
+            remote = self._remote_perspectives()
+        except (OSError, ValueError):
+            log.exception("remote_perspectives_misconfigured")
+            raise ValidationFailure(
+                AcmeError("serverInternal", "multi-perspective validation is misconfigured"),
+                records,
+            ) from None
+        if remote is None:
+            return
+        try:
+            outcomes = await remote.check(request)
+        except ValidationFailure as failure:
+            failure.records = list(records)
+            raise
+        log.info(
+            "remote_perspectives_agreed",
+            identifier=request.identifier,
+            agreed=[o.name for o in outcomes if o.ok],
+            disagreed={o.name: o.detail for o in outcomes if not o.ok},
+        )
+
     async def _run_check(
         self, ctype: str, identifier: str, token: str, key_auth: str, account_url: str
     ) -> list[ValidationRecord]:
-        config = self._context.config.validation
-        if ctype == "http-01":
-            return await validate_http01(identifier, token, key_auth, config)
-        if ctype == "dns-01":
-            return await validate_dns01(identifier, key_auth, config)
-        if ctype == "dns-account-01":
-            return await validate_dns01(identifier, key_auth, config, account_url=account_url)
-        if ctype == "tls-alpn-01":
-            return await validate_tlsalpn01(identifier, key_auth, config)
-        raise ValidationFailure(AcmeError("malformed", f"unknown challenge type {ctype}"), [])
+        return await validate_challenge(
+            ctype,
+            identifier,
+            token,
+            key_auth,
+            self._context.config.validation,
+            account_url=account_url,
+        )
 
     async def _record(
         self,

@@ -8,7 +8,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from certyard import acme_commands, ca_commands, est_commands, scan_commands
+from certyard import acme_commands, ca_commands, est_commands, scan_commands, va_agent
 from certyard.logs import configure_logging
 from certyard.settings import Settings, SettingsError, load_settings
 
@@ -24,6 +24,7 @@ def _parser() -> argparse.ArgumentParser:
     acme_commands.add_parsers(sub)
     est_commands.add_parsers(sub)
     scan_commands.add_parsers(sub)
+    va_agent.add_parser(sub)
     db = sub.add_parser("db", help="database commands")
     db_sub = db.add_subparsers(dest="db_command", required=True)
     upgrade = db_sub.add_parser("upgrade", help="apply pending migrations")
@@ -82,6 +83,12 @@ def main(argv: list[str] | None = None) -> int:
         try:
             return asyncio.run(scan_commands.run(settings, args))
         except scan_commands.UsageError as exc:
+            print(f"certyard: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+    if args.command == "va-agent":
+        try:
+            return va_agent.run(settings, args)
+        except va_agent.UsageError as exc:
             print(f"certyard: {exc}", file=sys.stderr)
             return EXIT_CONFIG
     if args.command == "db":

@@ -1,4 +1,5 @@
-"""``certyard est ...``: the users EST clients authenticate as with HTTP Basic (RFC 7030 §3.2.3).
+"""``certyard est ...``: the users EST clients authenticate as with HTTP Basic (RFC 7030 §3.2.3),
+and the enrollments held for approval (``pending [--json]``, ``approve ID``, ``reject ID``).
 
 ``user add`` reads the password from stdin when it is not a terminal (one line), else asks
 twice without echo. Only its scrypt hash is stored (est_server/auth.py); nothing secret is
@@ -14,13 +15,14 @@ import json
 import sys
 from pathlib import Path
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from certyard.settings import Settings
 from est_server.auth import hash_password
 from storage.engine import create_engine, migrate, session_factory
-from storage.models import EstUser
+from storage.models import EstPending, EstUser
 
 MIN_PASSWORD = 8
 
@@ -30,7 +32,7 @@ class UsageError(Exception):
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    est = sub.add_parser("est", help="EST administration: Basic-auth users")
+    est = sub.add_parser("est", help="EST administration: Basic-auth users, approvals")
     est_sub = est.add_subparsers(dest="est_command", required=True)
     user = est_sub.add_parser("user", help="EST users (HTTP Basic)")
     user_sub = user.add_subparsers(dest="user_command", required=True)
@@ -40,7 +42,14 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     remove = user_sub.add_parser("remove", help="remove a user")
     remove.add_argument("name")
     listing = user_sub.add_parser("list", help="list users (one JSON object a line)")
-    for parser in (add, remove, listing):
+    # RFC 7030 §4.2.3: enrollments held by labels with approval = true.
+    pending = est_sub.add_parser("pending", help="list enrollments waiting for approval")
+    pending.add_argument("--json", action="store_true", help="one JSON object a line")
+    approve = est_sub.add_parser("approve", help="approve a held enrollment")
+    approve.add_argument("id")
+    reject = est_sub.add_parser("reject", help="reject a held enrollment (the device gets 403)")
+    reject.add_argument("id")
+    for parser in (add, remove, listing, pending, approve, reject):
         parser.add_argument("--config", type=Path)
 
 
@@ -56,7 +65,61 @@ def read_password() -> str:
     return password
 
 
+def _pending_json(row: EstPending) -> str:
+    return json.dumps(
+        {
+            "id": row.id,
+            "label": row.label,
+            "subject": row.subject,
+            "identity": row.identity,
+            "source_address": row.source_address,
+            "csr_sha256": row.csr_sha256,
+            "created": row.created_at.isoformat(),
+        }
+    )
+
+
+async def _approvals(sessions: async_sessionmaker[AsyncSession], args: argparse.Namespace) -> int:
+    if args.est_command == "pending":
+        async with sessions() as session:
+            rows = (
+                await session.execute(
+                    select(EstPending)
+                    .where(EstPending.state == "pending")
+                    .order_by(EstPending.created_at)
+                )
+            ).scalars()
+            for row in rows:
+                if args.json:
+                    print(_pending_json(row))
+                else:
+                    print(
+                        f"{row.id}  {row.label}  {row.subject or '(empty subject)'}  "
+                        f"{row.identity}  {row.created_at.isoformat(timespec='seconds')}"
+                    )
+        return 0
+    state = "approved" if args.est_command == "approve" else "rejected"
+    async with sessions.begin() as session:
+        result = await session.execute(
+            update(EstPending)
+            .where(EstPending.id == args.id, EstPending.state == "pending")
+            .values(state=state, decided_at=dt.datetime.now(dt.UTC))
+        )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        print(f"certyard: no pending EST enrollment {args.id}", file=sys.stderr)
+        return 1
+    print(f"{state} EST enrollment {args.id}")
+    return 0
+
+
 async def run(settings: Settings, args: argparse.Namespace) -> int:
+    if args.est_command != "user":
+        engine = create_engine(settings.database_url)
+        try:
+            await migrate(engine)
+            return await _approvals(session_factory(engine), args)
+        finally:
+            await engine.dispose()
     if args.user_command == "add":
         if not 0 < len(args.name) <= 128 or ":" in args.name:
             # RFC 7617 §2: the user-id cannot contain a colon.

@@ -163,6 +163,7 @@ def build_est_context(services: Services) -> EstContext:
             reenroll_key_change=label.reenroll_key_change,
             chain=chain,
             use_common_name=kind not in SERVER_KINDS,
+            approval=label.approval,
         )
     return EstContext(
         labels=labels,

@@ -161,6 +161,13 @@ class AcmeRateLimits(_Section):
     overrides: dict[str, float] = Field(default_factory=dict)
 
 
+class VaAgentSettings(_Section):
+    """One remote validation agent (``certyard va-agent``) for multi-perspective validation."""
+
+    name: str = Field(min_length=1, max_length=64)
+    url: str = Field(pattern=r"^https://")
+
+
 class AcmeSettings(_Section):
     terms_of_service: str = ""
     website: str = ""
@@ -189,6 +196,30 @@ class AcmeSettings(_Section):
     caa_recheck_seconds: int = Field(default=28800, ge=0)
     # RFC 9773 §4.3: Retry-After on renewalInfo answers.
     ari_retry_after_seconds: int = Field(default=21600, ge=60, le=7 * 86400)
+    # Multi-perspective validation: remote agents, mutual TLS files, and how many agents must
+    # agree (0 = all but one, at least one).
+    va_agents: list[VaAgentSettings] = Field(default_factory=list)
+    va_client_cert: Path | None = None
+    va_client_key: Path | None = None
+    va_ca_file: Path | None = None
+    va_quorum: int = Field(default=0, ge=0)
+    va_timeout_seconds: float = Field(default=30, gt=0, le=300)
+
+    @model_validator(mode="after")
+    def _check_va_agents(self) -> AcmeSettings:
+        if not self.va_agents:
+            return self
+        names = [agent.name for agent in self.va_agents]
+        if len(set(names)) != len(names):
+            raise ValueError("acme.va_agents: names must be unique")
+        if self.va_quorum > len(self.va_agents):
+            raise ValueError(
+                f"acme.va_quorum {self.va_quorum} exceeds the {len(self.va_agents)} va_agents"
+            )
+        for key in ("va_client_cert", "va_client_key", "va_ca_file"):
+            if getattr(self, key) is None:
+                raise ValueError(f"acme.va_agents needs acme.{key} (mutual TLS)")
+        return self
 
     @field_validator("dns_resolvers")
     @classmethod
@@ -213,6 +244,9 @@ class EstLabelSettings(_Section):
     auth: Literal["basic", "cert", "either", "both"] = "either"
     # RFC 7030 §4.2.2: a re-enrollment may certify the same key (renew) or a new one (rekey).
     reenroll_key_change: Literal["allow", "require", "forbid"] = "allow"
+    # RFC 7030 §4.2.3: hold simpleenroll/serverkeygen requests for an operator (certyard est
+    # approve/reject); the device gets 202 + Retry-After until then.
+    approval: bool = False
 
 
 def _default_est_labels() -> dict[str, EstLabelSettings]:

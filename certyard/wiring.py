@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from acme_server.config import AcmeConfig
 from acme_server.ratelimits import Limit, RateLimitConfig
 from acme_server.va import ValidationConfig
+from acme_server.va.remote import RemotePerspective
 from ca.authority import CertificateAuthority
 from ca.ceremony import Ceremony, default_ceremony
 from ca.config import CAConfig, ProfileConfig, default_profiles
@@ -107,6 +108,14 @@ def acme_config(settings: Settings) -> AcmeConfig:
         caa_recheck_after=dt.timedelta(seconds=acme.caa_recheck_seconds),
         ca_backdate=dt.timedelta(seconds=ca.backdate_seconds),
         ari_retry_after=dt.timedelta(seconds=acme.ari_retry_after_seconds),
+        remote_perspectives=tuple(
+            RemotePerspective(name=agent.name, url=agent.url) for agent in acme.va_agents
+        ),
+        remote_quorum=acme.va_quorum or max(len(acme.va_agents) - 1, 1),
+        remote_client_cert=acme.va_client_cert,
+        remote_client_key=acme.va_client_key,
+        remote_ca_file=acme.va_ca_file,
+        remote_timeout=acme.va_timeout_seconds,
         base_url=settings.public_url,
         terms_of_service=acme.terms_of_service,
         website=acme.website,

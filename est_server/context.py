@@ -52,6 +52,8 @@ class EstLabel:
     chain: str | None = None
     # Device and client profiles put the request's subject CN into the certificate.
     use_common_name: bool = True
+    # RFC 7030 §4.2.3: enrollments wait for an operator (202 + Retry-After until decided).
+    approval: bool = False
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,11 @@ from aiohttp import web
 from cryptography import x509
 from sqlalchemy.exc import SQLAlchemyError
 
+from est_server.approval import check_approval, mark_issued
 from est_server.auth import ClientCertificate, check_basic, check_client_certificate
 from est_server.context import EST_CONTEXT, EstContext, EstLabel
 from est_server.errors import EstError
+from est_server.keygen import generate_for, multipart, refuse_encrypted
 from est_server.wire import (
     CERTS_ONLY,
     PKCS7_MIME,
@@ -112,20 +114,25 @@ async def _authenticate(context: EstContext, label: EstLabel, request: web.Reque
     return f"basic:{user}"
 
 
-async def _issue(
+async def _issue_certificate(
     context: EstContext,
     label: EstLabel,
     request: web.Request,
     csr: x509.CertificateSigningRequest,
     identity: str,
-) -> web.Response:
-    dns, ips = requested_names(csr)
+    *,
+    names_from: x509.CertificateSigningRequest | None = None,
+) -> tuple[str, x509.Certificate]:
+    """Issue for ``csr``'s key (names from ``names_from``, default ``csr``) and record the
+    enrollment: (certificate id, certificate)."""
+    names = names_from or csr
+    dns, ips = requested_names(names)
     issued = await context.issuer.issue(
         csr,
         profile=label.profile,
         dns_names=dns,
         ip_addresses=ips,
-        common_name=common_name(csr.subject) if label.use_common_name else None,
+        common_name=common_name(names.subject) if label.use_common_name else None,
         requester=f"est:{label.name}",
     )
     try:
@@ -146,8 +153,19 @@ async def _issue(
             503, "the enrollment could not be recorded; retry later", {"Retry-After": "30"}
         ) from exc
     log.info("est_enrolled", label=label.name, identity=identity, serial=issued.serial_hex)
+    return issued.id, x509.load_der_x509_certificate(issued.der)
+
+
+async def _issue(
+    context: EstContext,
+    label: EstLabel,
+    request: web.Request,
+    csr: x509.CertificateSigningRequest,
+    identity: str,
+) -> web.Response:
+    _, certificate = await _issue_certificate(context, label, request, csr, identity)
     # RFC 7030 §4.2.3: the issued certificate alone, in a certs-only CMS message.
-    return _base64_response(certs_only([x509.load_der_x509_certificate(issued.der)]), CERTS_ONLY)
+    return _base64_response(certs_only([certificate]), CERTS_ONLY)
 
 
 # -- operations -------------------------------------------------------------------------------
@@ -163,7 +181,16 @@ async def simpleenroll(context: EstContext, label: EstLabel, request: web.Reques
     _require_pkcs10(request)
     identity = await _authenticate(context, label, request)
     csr = await _read_csr(context, label, request)
-    return await _issue(context, label, request, csr, identity)
+    if not label.approval:
+        return await _issue(context, label, request, csr, identity)
+    # RFC 7030 §4.2.3: 202 + Retry-After until an operator decides; then the same CSR again.
+    approved = await check_approval(context, label, request, csr, identity)
+    if approved.certificate_der is not None:
+        certificate = x509.load_der_x509_certificate(approved.certificate_der)
+        return _base64_response(certs_only([certificate]), CERTS_ONLY)
+    certificate_id, certificate = await _issue_certificate(context, label, request, csr, identity)
+    await mark_issued(context, approved.pending_id, certificate_id)
+    return _base64_response(certs_only([certificate]), CERTS_ONLY)
 
 
 def _san_values(extensions: x509.Extensions) -> set[x509.GeneralName]:
@@ -217,7 +244,29 @@ async def fullcmc(context: EstContext, label: EstLabel, request: web.Request) ->
 
 
 async def serverkeygen(context: EstContext, label: EstLabel, request: web.Request) -> web.Response:
-    raise EstError(501, "server-side key generation (RFC 7030 §4.4) is not supported yet")
+    """RFC 7030 §4.4: the server makes the key and returns it with the certificate. The CSR
+    carries the subject and names (its own key only hints at the key type)."""
+    _require_pkcs10(request)
+    identity = await _authenticate(context, label, request)
+    if not label.use_common_name:
+        # CA/B Forum BR §6.1.1.3: the subscriber generates TLS server keys.
+        raise EstError(403, "server key generation is not allowed for TLS server certificates")
+    template = parse_csr(decode_base64(await _read_body(context, request)))
+    refuse_encrypted(template)
+    approved = None
+    if label.approval:
+        approved = await check_approval(context, label, request, template, identity)
+        if approved.certificate_der is not None:
+            # The key went out with the first answer and was not kept.
+            raise EstError(409, "a key was already generated and delivered for this request")
+    key, csr = await generate_for(label.chain, template)
+    certificate_id, certificate = await _issue_certificate(
+        context, label, request, csr, identity, names_from=template
+    )
+    if approved is not None:
+        await mark_issued(context, approved.pending_id, certificate_id)
+    body, content_type = multipart(key, certs_only([certificate]))
+    return web.Response(body=body, headers={"Content-Type": content_type})
 
 
 # RFC 7030 §3.2.2: operation path segment -> (method, handler).

@@ -368,3 +368,27 @@ class Lease(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     owner: Mapped[str] = mapped_column(String(64))
     expires_at: Mapped[dt.datetime]
+
+
+class EstPending(Base):
+    """An EST enrollment held for an operator's decision (RFC 7030 §4.2.3: 202 + Retry-After).
+
+    The device re-posts the same CSR, found again by ``csr_sha256`` under ``label``. ``state``
+    "pending" → "approved" (``certyard est approve``) or "rejected" (``reject``);
+    ``certificate_id`` is set once an approved request was issued on a re-post.
+    """
+
+    __tablename__ = "est_pending"
+    __table_args__ = (Index("ix_est_pending_label_csr", "label", "csr_sha256"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    label: Mapped[str] = mapped_column(String(64))
+    identity: Mapped[str] = mapped_column(String(255))
+    subject: Mapped[str] = mapped_column(Text)
+    csr_der: Mapped[bytes] = mapped_column(LargeBinary)
+    csr_sha256: Mapped[str] = mapped_column(String(64))
+    source_address: Mapped[str | None] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16), index=True)  # pending | approved | rejected
+    certificate_id: Mapped[str | None] = mapped_column(String(64), ForeignKey("certificates.id"))
+    created_at: Mapped[dt.datetime]
+    decided_at: Mapped[dt.datetime | None]

@@ -45,6 +45,8 @@ LABELS: dict[str, Any] = {
     "rsa": {"issuer": "rsa", "profile": "device", "auth": "basic"},
     "certonly": {"profile": "device", "auth": "cert", "reenroll_key_change": "forbid"},
     "newkey": {"profile": "device", "auth": "either", "reenroll_key_change": "require"},
+    "held": {"profile": "device", "auth": "basic", "approval": True},
+    "web": {"profile": "tls-server", "auth": "basic"},
 }
 
 
@@ -343,7 +345,7 @@ async def test_csrattrs_204(est: Est) -> None:
     assert body == b""
 
 
-@pytest.mark.parametrize("operation", ["fullcmc", "serverkeygen"])
+@pytest.mark.parametrize("operation", ["fullcmc"])
 async def test_not_implemented_501(est: Est, operation: str) -> None:
     der, _ = make_csr()
     response, body = await request(

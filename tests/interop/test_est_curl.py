@@ -236,6 +236,46 @@ def test_est_with_curl_and_openssl(interop: Interop, curl: str, est_user: tuple[
     )
 
 
+def test_serverkeygen_with_curl_and_openssl(
+    interop: Interop, curl: str, est_user: tuple[str, str]
+) -> None:
+    """RFC 7030 §4.4: the multipart answer split with awk, the PKCS#8 key and the certs-only
+    CMS decoded by openssl, the key matching the certificate."""
+    work = interop.work_dir
+    csr, _ = make_csr(interop, "keygen-1", "keygen-1")
+    reply = work / "serverkeygen.multipart"
+    status = request(
+        interop,
+        curl,
+        "serverkeygen",
+        reply,
+        "--user",
+        ":".join(est_user),
+        "--data-binary",
+        f"@{csr}",
+        "-H",
+        "Content-Type: application/pkcs10",
+    )
+    assert status == 200, reply.read_text()
+    # One file per part body: part1 the key (application/pkcs8), part2 the certificate.
+    split = (
+        f"tr -d '\\r' < {reply} | awk -v dir={work} "
+        "'/^--/{n++; head=1; next} head && /^$/{head=0; next} "
+        '!head{print > (dir "/part" n ".b64")}\''
+    )
+    interop.run(["bash", "-o", "pipefail", "-c", split])
+    assert "Content-Type: application/pkcs8" in reply.read_text().split("--", 2)[1]
+    key_der = work / "keygen.key.der"
+    interop.run(["bash", "-o", "pipefail", "-c", f"base64 -d < {work}/part1.b64 > {key_der}"])
+    key_pub = interop.run(
+        [interop.openssl, "pkey", "-inform", "DER", "-in", str(key_der), "-pubout"]
+    ).stdout
+    cert = decode_certs(interop, work / "part2.b64")
+    cert_pub = interop.run([interop.openssl, "x509", "-noout", "-pubkey", "-in", str(cert)]).stdout
+    assert key_pub.strip() and key_pub == cert_pub
+    assert "CN = keygen-1" in subject(interop, cert)
+
+
 def test_acme_directory_still_answers_without_client_certificate(interop: Interop) -> None:
     """The listener asks for an optional client certificate; ACME clients send none."""
     assert interop.certyard.get_status("/acme/directory") == 200
