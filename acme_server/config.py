@@ -32,6 +32,9 @@ class AcmeConfig:
     require_eab: bool = False
     # RFC 8555 §7.4.1: offer newAuthz (pre-authorization) in the directory.
     allow_preauthorization: bool = False
+    # A claimed validation job whose instance died is claimed again after this long (a job that
+    # is merely slow may then run twice, which is harmless: only the first result is recorded).
+    validation_lease: dt.timedelta = dt.timedelta(seconds=60)
     # A finalize still "processing" after this long belongs to a dead instance: take it over.
     finalize_stale_after: dt.timedelta = dt.timedelta(seconds=60)
     # draft-ietf-acme-dns-account-label: offer dns-account-01 next to dns-01.

@@ -8,7 +8,6 @@ job whose instance died is picked up again when the lease runs out.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import secrets
 from typing import Any
 
@@ -30,7 +29,6 @@ from storage.repositories import acme as repo
 
 log = structlog.get_logger("certyard.va")
 
-LEASE = dt.timedelta(minutes=2)
 POLL_SECONDS = 1.0
 
 
@@ -79,7 +77,11 @@ class ValidationWorker:
             return
         async with self._context.sessions.begin() as session:
             claimed = await repo.claim_validation_jobs(
-                session, self._owner, self._context.clock(), LEASE, free
+                session,
+                self._owner,
+                self._context.clock(),
+                self._context.config.validation_lease,
+                free,
             )
         for challenge_id in claimed:
             self._active += 1

@@ -189,6 +189,8 @@ class AcmeSettings(_Section):
     allow_preauthorization: bool = False
     # A finalize left "processing" this long by a dead instance is taken over by the next one.
     finalize_stale_seconds: int = Field(default=60, ge=5)
+    # A validation job claimed by an instance that died is claimed again after this long.
+    validation_lease_seconds: int = Field(default=60, ge=5)
     # draft-ietf-acme-dns-account-label (dns-account-01), off until the draft settles.
     dns_account_01: bool = False
     rate_limits: AcmeRateLimits = Field(default_factory=AcmeRateLimits)

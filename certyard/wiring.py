@@ -104,6 +104,7 @@ def acme_config(settings: Settings) -> AcmeConfig:
         require_eab=acme.require_eab,
         allow_preauthorization=acme.allow_preauthorization,
         finalize_stale_after=dt.timedelta(seconds=acme.finalize_stale_seconds),
+        validation_lease=dt.timedelta(seconds=acme.validation_lease_seconds),
         dns_account_01=acme.dns_account_01,
         caa_recheck_after=dt.timedelta(seconds=acme.caa_recheck_seconds),
         ca_backdate=dt.timedelta(seconds=ca.backdate_seconds),

@@ -85,6 +85,8 @@ def scaleout(postgres_admin_url: str, tmp_path: Path) -> Iterator[Scaleout]:
                 "CERTYARD__ACME__RATE_LIMITS__ENABLED": "false",
                 # A finalize orphaned by the SIGKILL is taken over this soon by a retry.
                 "CERTYARD__ACME__FINALIZE_STALE_SECONDS": "5",
+                # ... and a validation job the killed instance had claimed.
+                "CERTYARD__ACME__VALIDATION_LEASE_SECONDS": "8",
             },
         }
         data_dir = tmp_path / "data"
