@@ -71,7 +71,9 @@ async def check_approval(
             if row is None:
                 session.add(
                     EstPending(
-                        id=secrets.token_urlsafe(12),
+                        # Hex, not base64url: an id starting with "-" would read as an option on
+                        # the command line (certyard est approve ID).
+                        id=secrets.token_hex(12),
                         label=label.name,
                         identity=identity[:255],
                         subject=csr.subject.rfc4514_string(),
