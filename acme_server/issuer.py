@@ -23,19 +23,6 @@ class IssuedCertificateView(Protocol):
 
 
 class AcmeIssuer(Protocol):
-    async def issue_tls_server(
-        self,
-        csr: x509.CertificateSigningRequest,
-        *,
-        dns_names: Sequence[str],
-        ip_addresses: Sequence[str] = (),
-        account_id: str | None = None,
-        order_id: str | None = None,
-        not_before: dt.datetime | None = None,
-        not_after: dt.datetime | None = None,
-        session: AsyncSession | None = None,
-    ) -> IssuedCertificateView: ...
-
     async def issue(
         self,
         csr: x509.CertificateSigningRequest,

@@ -8,8 +8,6 @@ lifetime (docs/revocation.md).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 from cryptography import x509
@@ -35,29 +33,6 @@ class CertificateAuthority:
         self.issuance = issuance
         self.crls = crls
         self.ocsp = ocsp
-
-    async def issue_tls_server(
-        self,
-        csr: x509.CertificateSigningRequest,
-        *,
-        dns_names: Sequence[str],
-        ip_addresses: Sequence[str] = (),
-        account_id: str | None = None,
-        order_id: str | None = None,
-        not_before: datetime | None = None,
-        not_after: datetime | None = None,
-        session: AsyncSession | None = None,
-    ) -> IssuedCertificate:
-        return await self.issuance.issue_tls_server(
-            csr,
-            dns_names=dns_names,
-            ip_addresses=ip_addresses,
-            account_id=account_id,
-            order_id=order_id,
-            not_before=not_before,
-            not_after=not_after,
-            session=session,
-        )
 
     async def issue(self, csr: x509.CertificateSigningRequest, **kwargs: Any) -> IssuedCertificate:
         return await self.issuance.issue(csr, **kwargs)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from certyard import acme_commands, ca_commands, est_commands, scan_commands, va_agent
@@ -67,28 +68,18 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     if args.command == "ca":
         return asyncio.run(ca_commands.run(args, settings))
-    if args.command == "acme":
+    # Each command module raises its own UsageError for bad arguments: exit status 2.
+    runners: dict[str, tuple[Callable[[], int], type[Exception]]] = {
+        "acme": (lambda: asyncio.run(acme_commands.run(settings, args)), acme_commands.UsageError),
+        "est": (lambda: asyncio.run(est_commands.run(settings, args)), est_commands.UsageError),
+        "scan": (lambda: asyncio.run(scan_commands.run(settings, args)), scan_commands.UsageError),
+        "va-agent": (lambda: va_agent.run(settings, args), va_agent.UsageError),
+    }
+    if args.command in runners:
+        run, usage_error = runners[args.command]
         try:
-            return asyncio.run(acme_commands.run(settings, args))
-        except acme_commands.UsageError as exc:
-            print(f"certyard: {exc}", file=sys.stderr)
-            return EXIT_CONFIG
-    if args.command == "est":
-        try:
-            return asyncio.run(est_commands.run(settings, args))
-        except est_commands.UsageError as exc:
-            print(f"certyard: {exc}", file=sys.stderr)
-            return EXIT_CONFIG
-    if args.command == "scan":
-        try:
-            return asyncio.run(scan_commands.run(settings, args))
-        except scan_commands.UsageError as exc:
-            print(f"certyard: {exc}", file=sys.stderr)
-            return EXIT_CONFIG
-    if args.command == "va-agent":
-        try:
-            return va_agent.run(settings, args)
-        except va_agent.UsageError as exc:
+            return run()
+        except usage_error as exc:
             print(f"certyard: {exc}", file=sys.stderr)
             return EXIT_CONFIG
     if args.command == "db":
