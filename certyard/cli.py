@@ -9,7 +9,18 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from certyard import acme_commands, ca_commands, est_commands, scan_commands, va_agent
+from certyard import (
+    acme_commands,
+    admin_commands,
+    audit_commands,
+    ca_commands,
+    ct_commands,
+    deploy_commands,
+    est_commands,
+    renew_commands,
+    scan_commands,
+    va_agent,
+)
 from certyard.logs import configure_logging
 from certyard.settings import Settings, SettingsError, load_settings
 
@@ -25,6 +36,11 @@ def _parser() -> argparse.ArgumentParser:
     acme_commands.add_parsers(sub)
     est_commands.add_parsers(sub)
     scan_commands.add_parsers(sub)
+    ct_commands.add_parsers(sub)
+    renew_commands.add_parsers(sub)
+    deploy_commands.add_parsers(sub)
+    admin_commands.add_parsers(sub)
+    audit_commands.add_parsers(sub)
     va_agent.add_parser(sub)
     db = sub.add_parser("db", help="database commands")
     db_sub = db.add_subparsers(dest="db_command", required=True)
@@ -52,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"certyard: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     level = settings.log.level
-    if args.command in ("ca", "acme", "est") and level == "info":
+    quiet_commands = ("ca", "acme", "est", "admin", "audit", "deploy", "renew")
+    if args.command in quiet_commands and level == "info":
         level = "warning"  # what a CA command prints is its output, not interleaved logs
     configure_logging(level, settings.log.format)
     if args.command == "serve":
@@ -74,6 +91,23 @@ def main(argv: list[str] | None = None) -> int:
         "est": (lambda: asyncio.run(est_commands.run(settings, args)), est_commands.UsageError),
         "scan": (lambda: asyncio.run(scan_commands.run(settings, args)), scan_commands.UsageError),
         "va-agent": (lambda: va_agent.run(settings, args), va_agent.UsageError),
+        "ct": (lambda: asyncio.run(ct_commands.run(settings, args)), ct_commands.UsageError),
+        "renew": (
+            lambda: asyncio.run(renew_commands.run(settings, args)),
+            renew_commands.UsageError,
+        ),
+        "deploy": (
+            lambda: asyncio.run(deploy_commands.run(settings, args)),
+            deploy_commands.UsageError,
+        ),
+        "admin": (
+            lambda: asyncio.run(admin_commands.run(settings, args)),
+            admin_commands.UsageError,
+        ),
+        "audit": (
+            lambda: asyncio.run(audit_commands.run(settings, args)),
+            audit_commands.UsageError,
+        ),
     }
     if args.command in runners:
         run, usage_error = runners[args.command]

@@ -26,6 +26,14 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from admin_api.config import AdminSettings
+from audit.config import AuditSettings
+from ct_monitor.config import CTSettings
+from deploy.config import DeploySettings
+from notify.config import NotifySettings
+from renewal.config import RenewalSettings
+from scheduler.config import SchedulerSettings
+
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "conf" / "default.toml"
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -290,6 +298,14 @@ class Settings(BaseSettings):
     ca: CASettings = Field(default_factory=CASettings)
     acme: AcmeSettings = Field(default_factory=AcmeSettings)
     est: EstSettings = Field(default_factory=EstSettings)
+    # Sections declared by the packages that read them (each package's config.py).
+    ct: CTSettings = Field(default_factory=CTSettings)
+    notify: NotifySettings = Field(default_factory=NotifySettings)
+    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
+    deploy: DeploySettings = Field(default_factory=DeploySettings)
+    renewal: RenewalSettings = Field(default_factory=RenewalSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
+    admin: AdminSettings = Field(default_factory=AdminSettings)
 
     # Set by load_settings(): the TOML files, lowest priority first.
     _toml_files: tuple[Path, ...] = ()

@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 VENV="${VENV:-.venv}"
-PACKAGES=(softhsm2 postgresql lego openssl curl ca-certificates python3-venv haproxy)
+PACKAGES=(softhsm2 postgresql lego openssl curl ca-certificates python3-venv haproxy
+          certspotter prometheus chromium openssh-client)
 
 log() { printf 'install-test-deps: %s\n' "$*" >&2; }
 

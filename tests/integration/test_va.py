@@ -123,7 +123,9 @@ Responder = Callable[[web.Request, HTTPServer], Awaitable[web.StreamResponse]]
 
 @asynccontextmanager
 async def http_server(
-    respond: Responder, host: str = "127.0.0.1", port: int = 0,
+    respond: Responder,
+    host: str = "127.0.0.1",
+    port: int = 0,
     ssl_context: ssl.SSLContext | None = None,
 ) -> AsyncIterator[HTTPServer]:
     """An aiohttp server whose every request is answered by ``respond(request, server)``."""
@@ -149,6 +151,7 @@ async def http_server(
 def body(text: str | bytes, status: int = 200) -> Responder:
     async def respond(request: web.Request, server: HTTPServer) -> web.Response:
         return web.Response(body=text.encode() if isinstance(text, str) else text, status=status)
+
     return respond
 
 
@@ -157,35 +160,48 @@ async def test_http01_success(dns_server: TestDNSServer) -> None:
         config = config_for(dns_server, http01_port=srv.port)
         records = await validate_http01("Web.Example.TEST", TOKEN, KEY_AUTH, config)
     assert srv.requests == [f"web.example.test:{srv.port}{PATH}"]
-    assert [r.to_json() for r in records] == [{
-        "hostname": "web.example.test", "port": srv.port, "addressesResolved": ["127.0.0.1"],
-        "addressUsed": "127.0.0.1", "url": f"http://web.example.test:{srv.port}{PATH}",
-    }]
+    assert [r.to_json() for r in records] == [
+        {
+            "hostname": "web.example.test",
+            "port": srv.port,
+            "addressesResolved": ["127.0.0.1"],
+            "addressUsed": "127.0.0.1",
+            "url": f"http://web.example.test:{srv.port}{PATH}",
+        }
+    ]
 
 
 async def test_http01_wrong_body(dns_server: TestDNSServer) -> None:
     async with http_server(body("not-the-key-authorization")) as srv:
         failure = await expect_failure(
-            validate_http01("a.test", TOKEN, KEY_AUTH, config_for(dns_server,
-                            http01_port=srv.port)), "unauthorized")
-    assert KEY_AUTH in failure.problem.detail and "not-the-key-authorization" in \
-        failure.problem.detail
+            validate_http01(
+                "a.test", TOKEN, KEY_AUTH, config_for(dns_server, http01_port=srv.port)
+            ),
+            "unauthorized",
+        )
+    assert (
+        KEY_AUTH in failure.problem.detail and "not-the-key-authorization" in failure.problem.detail
+    )
     assert len(failure.records) == 1
 
 
 async def test_http01_not_found(dns_server: TestDNSServer) -> None:
     async with http_server(body("gone", status=404)) as srv:
         failure = await expect_failure(
-            validate_http01("a.test", TOKEN, KEY_AUTH, config_for(dns_server,
-                            http01_port=srv.port)), "unauthorized")
+            validate_http01(
+                "a.test", TOKEN, KEY_AUTH, config_for(dns_server, http01_port=srv.port)
+            ),
+            "unauthorized",
+        )
     assert "404" in failure.problem.detail
 
 
 async def test_http01_body_too_large(dns_server: TestDNSServer) -> None:
     async with http_server(body(KEY_AUTH + " " * 200)) as srv:
         config = config_for(dns_server, http01_port=srv.port, http01_max_body=len(KEY_AUTH) + 10)
-        failure = await expect_failure(validate_http01("a.test", TOKEN, KEY_AUTH, config),
-                                       "unauthorized")
+        failure = await expect_failure(
+            validate_http01("a.test", TOKEN, KEY_AUTH, config), "unauthorized"
+        )
     assert "larger than" in failure.problem.detail
 
 
@@ -195,8 +211,11 @@ async def test_http01_redirect_loop_stops_after_ten(dns_server: TestDNSServer) -
 
     async with http_server(loop) as srv:
         failure = await expect_failure(
-            validate_http01("a.test", TOKEN, KEY_AUTH, config_for(dns_server,
-                            http01_port=srv.port)), "connection")
+            validate_http01(
+                "a.test", TOKEN, KEY_AUTH, config_for(dns_server, http01_port=srv.port)
+            ),
+            "connection",
+        )
     assert "too many redirects" in failure.problem.detail
     assert len(srv.requests) == 11  # the first request and ten redirects
     assert len(failure.records) == 11
@@ -210,23 +229,30 @@ async def test_http01_redirect_followed_across_names(dns_server: TestDNSServer) 
 
     async with http_server(respond) as srv:
         records = await validate_http01(
-            "a.test", TOKEN, KEY_AUTH, config_for(dns_server, http01_port=srv.port))
+            "a.test", TOKEN, KEY_AUTH, config_for(dns_server, http01_port=srv.port)
+        )
     assert [r.hostname for r in records] == ["a.test", "b.test"]
     assert records[1].url == f"http://b.test:{srv.port}/elsewhere"
 
 
 @pytest.mark.parametrize(
     ("location", "words"),
-    [("http://a.test:8081/x", "port 8081"), ("ftp://a.test/x", "'ftp'"),
-     ("https://a.test:8443/x", "port 8443")],
+    [
+        ("http://a.test:8081/x", "port 8081"),
+        ("ftp://a.test/x", "'ftp'"),
+        ("https://a.test:8443/x", "port 8443"),
+    ],
 )
 async def test_http01_redirect_refused(
     dns_server: TestDNSServer, location: str, words: str
 ) -> None:
     async with http_server(redirect_to(location)) as srv:
         failure = await expect_failure(
-            validate_http01("a.test", TOKEN, KEY_AUTH, config_for(dns_server,
-                            http01_port=srv.port)), "connection")
+            validate_http01(
+                "a.test", TOKEN, KEY_AUTH, config_for(dns_server, http01_port=srv.port)
+            ),
+            "connection",
+        )
     assert words in failure.problem.detail and "refused" in failure.problem.detail
     assert len(srv.requests) == 1
 
@@ -234,15 +260,18 @@ async def test_http01_redirect_refused(
 def redirect_to(location: str) -> Responder:
     async def respond(request: web.Request, server: HTTPServer) -> web.Response:
         raise web.HTTPFound(location)
+
     return respond
 
 
 async def test_http01_default_deny_list_blocks_loopback(dns_server: TestDNSServer) -> None:
     async with http_server(body(KEY_AUTH)) as srv:
-        config = ValidationConfig(dns_resolvers=(dns_server.address,), http01_port=srv.port,
-                                  timeout=2.0)
-        failure = await expect_failure(validate_http01("a.test", TOKEN, KEY_AUTH, config),
-                                       "rejectedIdentifier")
+        config = ValidationConfig(
+            dns_resolvers=(dns_server.address,), http01_port=srv.port, timeout=2.0
+        )
+        failure = await expect_failure(
+            validate_http01("a.test", TOKEN, KEY_AUTH, config), "rejectedIdentifier"
+        )
     assert "127.0.0.0/8" in failure.problem.detail
     assert srv.requests == []
     assert [r.address_used for r in failure.records] == [""]
@@ -254,11 +283,13 @@ async def test_http01_redirect_to_denied_address(dns_server: TestDNSServer) -> N
     # Both servers use one port number (on two addresses), so the redirect's port is allowed.
     async with http_server(body(KEY_AUTH), host="127.0.0.2") as denied:
         port = denied.port
-        async with http_server(redirect_to(f"http://internal.test:{port}{PATH}"),
-                               port=port) as outer:
+        async with http_server(
+            redirect_to(f"http://internal.test:{port}{PATH}"), port=port
+        ) as outer:
             config = config_for(dns_server, http01_port=port, deny_networks=deny)
-            failure = await expect_failure(validate_http01("a.test", TOKEN, KEY_AUTH, config),
-                                           "rejectedIdentifier")
+            failure = await expect_failure(
+                validate_http01("a.test", TOKEN, KEY_AUTH, config), "rejectedIdentifier"
+            )
     assert denied.requests == [] and len(outer.requests) == 1
     assert [r.hostname for r in failure.records] == ["a.test", "internal.test"]
     assert failure.records[1].address_used == ""
@@ -267,11 +298,13 @@ async def test_http01_redirect_to_denied_address(dns_server: TestDNSServer) -> N
 async def test_http01_redirect_to_denied_ip_literal(dns_server: TestDNSServer) -> None:
     deny = (ipaddress.ip_network("127.0.0.2/32"),)
     async with http_server(body(KEY_AUTH), host="127.0.0.2") as denied:
-        async with http_server(redirect_to(f"http://127.0.0.2:{denied.port}{PATH}"),
-                               port=denied.port) as outer:
+        async with http_server(
+            redirect_to(f"http://127.0.0.2:{denied.port}{PATH}"), port=denied.port
+        ) as outer:
             config = config_for(dns_server, http01_port=outer.port, deny_networks=deny)
-            failure = await expect_failure(validate_http01("a.test", TOKEN, KEY_AUTH, config),
-                                           "rejectedIdentifier")
+            failure = await expect_failure(
+                validate_http01("a.test", TOKEN, KEY_AUTH, config), "rejectedIdentifier"
+            )
     assert denied.requests == [] and "127.0.0.2" in failure.problem.detail
 
 
@@ -282,7 +315,8 @@ async def test_http01_name_behind_cnames(dns_server: TestDNSServer) -> None:
     dns_server.set_cname("cdn.test", "edge.test")
     async with http_server(body(KEY_AUTH)) as srv:
         records = await validate_http01(
-            "www.a.test", TOKEN, KEY_AUTH, config_for(dns_server, http01_port=srv.port))
+            "www.a.test", TOKEN, KEY_AUTH, config_for(dns_server, http01_port=srv.port)
+        )
     assert records[0].address_used == "127.0.0.1"
     assert srv.requests == [f"www.a.test:{srv.port}{PATH}"]
 
@@ -290,8 +324,10 @@ async def test_http01_name_behind_cnames(dns_server: TestDNSServer) -> None:
 async def test_http01_denied_addresses_are_skipped(dns_server: TestDNSServer) -> None:
     dns_server.set_a("mixed.test", ["127.0.0.2", "127.0.0.1"])
     deny = (ipaddress.ip_network("127.0.0.2/32"),)
-    async with http_server(body(KEY_AUTH), host="127.0.0.2") as denied, \
-            http_server(body(KEY_AUTH), port=denied.port) as srv:
+    async with (
+        http_server(body(KEY_AUTH), host="127.0.0.2") as denied,
+        http_server(body(KEY_AUTH), port=denied.port) as srv,
+    ):
         config = config_for(dns_server, http01_port=srv.port, deny_networks=deny)
         records = await validate_http01("mixed.test", TOKEN, KEY_AUTH, config)
     assert sorted(records[0].addresses_resolved) == ["127.0.0.1", "127.0.0.2"]
@@ -312,8 +348,9 @@ async def test_http01_timeout(dns_server: TestDNSServer) -> None:
     accepted = asyncio.Event()
     async with stream_server(on_accept=accepted) as port:
         config = config_for(dns_server, http01_port=port, timeout=0.5)
-        failure = await expect_failure(validate_http01("a.test", TOKEN, KEY_AUTH, config),
-                                       "connection")
+        failure = await expect_failure(
+            validate_http01("a.test", TOKEN, KEY_AUTH, config), "connection"
+        )
     assert accepted.is_set()
     assert "timeout" in failure.problem.detail
 
@@ -322,14 +359,16 @@ async def test_http01_connection_refused(dns_server: TestDNSServer) -> None:
     port = free_port()
     failure = await expect_failure(
         validate_http01("a.test", TOKEN, KEY_AUTH, config_for(dns_server, http01_port=port)),
-        "connection")
+        "connection",
+    )
     assert "connection refused" in failure.problem.detail
 
 
 async def test_http01_dns_failure(dns_server: TestDNSServer) -> None:
     dns_server.set_servfail("broken.test")
     failure = await expect_failure(
-        validate_http01("broken.test", TOKEN, KEY_AUTH, config_for(dns_server)), "dns")
+        validate_http01("broken.test", TOKEN, KEY_AUTH, config_for(dns_server)), "dns"
+    )
     assert "SERVFAIL" in failure.problem.detail
 
 
@@ -352,7 +391,8 @@ async def test_http01_https_redirect_without_verification(
     try:
         async with http_server(redirect_to(f"https://secure.test{PATH}")) as srv:
             records = await validate_http01(
-                "a.test", TOKEN, KEY_AUTH, config_for(dns_server, http01_port=srv.port))
+                "a.test", TOKEN, KEY_AUTH, config_for(dns_server, http01_port=srv.port)
+            )
     finally:
         await secure_cm.__aexit__(None, None, None)
     assert secure.requests == [f"secure.test{PATH}"] and sni == ["secure.test"]
@@ -397,22 +437,25 @@ async def test_dns01_cname_loop(dns_server: TestDNSServer) -> None:
 
 async def test_dns01_wrong_value(dns_server: TestDNSServer) -> None:
     dns_server.set_txt("_acme-challenge.d.test", ["wrong-value", "another"])
-    failure = await expect_failure(validate_dns01("d.test", KEY_AUTH, config_for(dns_server)),
-                                   "unauthorized")
+    failure = await expect_failure(
+        validate_dns01("d.test", KEY_AUTH, config_for(dns_server)), "unauthorized"
+    )
     detail = failure.problem.detail
     assert ("wrong-value" in detail or "another" in detail) and "(and 1 more)" in detail
 
 
 async def test_dns01_missing(dns_server: TestDNSServer) -> None:
-    failure = await expect_failure(validate_dns01("d.test", KEY_AUTH, config_for(dns_server)),
-                                   "dns")
+    failure = await expect_failure(
+        validate_dns01("d.test", KEY_AUTH, config_for(dns_server)), "dns"
+    )
     assert failure.problem.detail == "No TXT record found at _acme-challenge.d.test"
 
 
 async def test_dns01_servfail(dns_server: TestDNSServer) -> None:
     dns_server.set_servfail("_acme-challenge.d.test")
-    failure = await expect_failure(validate_dns01("d.test", KEY_AUTH, config_for(dns_server)),
-                                   "dns")
+    failure = await expect_failure(
+        validate_dns01("d.test", KEY_AUTH, config_for(dns_server)), "dns"
+    )
     assert "SERVFAIL" in failure.problem.detail
     assert dns_server.address not in failure.problem.detail
 
@@ -435,7 +478,8 @@ async def test_dns01_large_answer_over_tcp(dns_server: TestDNSServer) -> None:
 async def test_dns01_value_split_in_character_strings(dns_server: TestDNSServer) -> None:
     dns_server.set_txt("_acme-challenge.long.test", ["y" * 300])
     failure = await expect_failure(
-        validate_dns01("long.test", KEY_AUTH, config_for(dns_server)), "unauthorized")
+        validate_dns01("long.test", KEY_AUTH, config_for(dns_server)), "unauthorized"
+    )
     assert "y" * 64 in failure.problem.detail  # the 255 + 45 byte strings were joined
 
 
@@ -472,7 +516,9 @@ def write_cert(
     now = datetime.datetime.now(datetime.UTC)
     builder = (
         x509.CertificateBuilder()
-        .subject_name(subject).issuer_name(subject).public_key(key.public_key())
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
@@ -484,9 +530,13 @@ def write_cert(
     cert = builder.sign(key, hashes.SHA256())
     cert_file, key_file = tmp_path / f"cert{id(cert)}.pem", tmp_path / f"key{id(cert)}.pem"
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     return cert_file, key_file
 
 
@@ -498,7 +548,10 @@ class TLSServer:
 
 @asynccontextmanager
 async def tls_server(
-    tmp_path: Path, names: list[str], digest: bytes | None, critical: bool = True,
+    tmp_path: Path,
+    names: list[str],
+    digest: bytes | None,
+    critical: bool = True,
     alpn: list[str] | None = None,
 ) -> AsyncIterator[TLSServer]:
     cert_file, key_file = write_cert(tmp_path, names, digest, critical)
@@ -521,7 +574,9 @@ async def test_tlsalpn01_success(dns_server: TestDNSServer, tmp_path: Path) -> N
         records = await validate_tlsalpn01("tls.test", KEY_AUTH, config)
     assert srv.sni == ["tls.test"]
     assert records[0].to_json() == {
-        "hostname": "tls.test", "port": srv.port, "addressesResolved": ["127.0.0.1"],
+        "hostname": "tls.test",
+        "port": srv.port,
+        "addressesResolved": ["127.0.0.1"],
         "addressUsed": "127.0.0.1",
     }
 
@@ -537,13 +592,18 @@ async def test_tlsalpn01_success(dns_server: TestDNSServer, tmp_path: Path) -> N
     ],
 )
 async def test_tlsalpn01_bad_certificate(
-    dns_server: TestDNSServer, tmp_path: Path, names: list[str], digest: bytes | None,
-    critical: bool, words: str,
+    dns_server: TestDNSServer,
+    tmp_path: Path,
+    names: list[str],
+    digest: bytes | None,
+    critical: bool,
+    words: str,
 ) -> None:
     async with tls_server(tmp_path, names, digest, critical) as srv:
         config = config_for(dns_server, tlsalpn01_port=srv.port)
-        failure = await expect_failure(validate_tlsalpn01("tls.test", KEY_AUTH, config),
-                                       "unauthorized")
+        failure = await expect_failure(
+            validate_tlsalpn01("tls.test", KEY_AUTH, config), "unauthorized"
+        )
     assert words in failure.problem.detail
 
 
@@ -568,8 +628,8 @@ async def test_tlsalpn01_server_never_speaks_tls(dns_server: TestDNSServer) -> N
 
 async def test_tlsalpn01_deny_list(dns_server: TestDNSServer, tmp_path: Path) -> None:
     async with tls_server(tmp_path, ["tls.test"], DIGEST) as srv:
-        config = ValidationConfig(dns_resolvers=(dns_server.address,),
-                                  tlsalpn01_port=srv.port, timeout=2.0)
-        await expect_failure(validate_tlsalpn01("tls.test", KEY_AUTH, config),
-                             "rejectedIdentifier")
+        config = ValidationConfig(
+            dns_resolvers=(dns_server.address,), tlsalpn01_port=srv.port, timeout=2.0
+        )
+        await expect_failure(validate_tlsalpn01("tls.test", KEY_AUTH, config), "rejectedIdentifier")
     assert srv.sni == []

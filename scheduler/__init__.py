@@ -1,0 +1,2 @@
+"""Periodic jobs (scans, CT runs, renewal checks, CRL regeneration) run on one instance at a
+time through a database lease, with catch-up after downtime and a history of runs."""
