@@ -18,6 +18,7 @@ from certyard import (
     deploy_commands,
     est_commands,
     renew_commands,
+    report_commands,
     scan_commands,
     va_agent,
 )
@@ -36,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     acme_commands.add_parsers(sub)
     est_commands.add_parsers(sub)
     scan_commands.add_parsers(sub)
+    report_commands.add_parsers(sub)
     ct_commands.add_parsers(sub)
     renew_commands.add_parsers(sub)
     deploy_commands.add_parsers(sub)
@@ -91,6 +93,10 @@ def main(argv: list[str] | None = None) -> int:
         "est": (lambda: asyncio.run(est_commands.run(settings, args)), est_commands.UsageError),
         "scan": (lambda: asyncio.run(scan_commands.run(settings, args)), scan_commands.UsageError),
         "va-agent": (lambda: va_agent.run(settings, args), va_agent.UsageError),
+        "report": (
+            lambda: asyncio.run(report_commands.run(settings, args)),
+            report_commands.UsageError,
+        ),
         "ct": (lambda: asyncio.run(ct_commands.run(settings, args)), ct_commands.UsageError),
         "renew": (
             lambda: asyncio.run(renew_commands.run(settings, args)),

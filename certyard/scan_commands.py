@@ -8,13 +8,13 @@ failures), 2 for bad arguments.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import TextIO
 
 from certyard.settings import Settings
 from scanner.jobs import ProbeJob, ProbeResult
+from scanner.reports import FORMATS, render
 from scanner.runner import ScanOptions
 from scanner.scan import DEFAULT_PORTS, ScanOutcome, ScanRequest, scan
 from scanner.targets import TargetError, parse_ports, read_targets_file
@@ -38,7 +38,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--ports", default=",".join(map(str, DEFAULT_PORTS)), help="443,8443,1000-1010")
     p.add_argument("--exclude", action="append", default=[], metavar="NET")
     p.add_argument("--trust", action="append", default=[], type=Path, metavar="ROOTS.pem")
-    p.add_argument("--format", choices=("json", "sarif"), default="json")
+    p.add_argument("--format", choices=FORMATS, default="json")
     p.add_argument("--out", type=Path)
     p.add_argument("--timeout", type=float, default=5.0, help="seconds per phase (default 5)")
     p.add_argument("--retries", type=int, default=1)
@@ -156,6 +156,18 @@ def print_summary(outcome: ScanOutcome, stream: TextIO) -> None:
 
 
 async def run(settings: Settings, args: argparse.Namespace) -> int:
+    if args.targets[:1] == ["diff"]:
+        # ``certyard scan diff A B``: "diff" is not a target (a host named "diff" is scanned as
+        # "tls://diff" or "diff:443").
+        from certyard.report_commands import UsageError as ReportUsageError
+        from certyard.report_commands import run_diff
+
+        if len(args.targets) != 3:
+            raise UsageError("usage: certyard scan diff SCAN_A SCAN_B")
+        try:
+            return await run_diff(settings, args.targets[1], args.targets[2])
+        except ReportUsageError as exc:
+            raise UsageError(str(exc)) from None
     request = request_from_args(args)
     root = settings.server.data_dir / "ca" / "root.pem"
     anchors = [root] if root.is_file() else []
@@ -183,7 +195,7 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         if engine is not None:
             await engine.dispose()
-    text = json.dumps(outcome.render(args.format), indent=2) + "\n"
+    text = render(args.format, outcome.document, outcome.summary)
     if args.out is not None:
         args.out.write_text(text)
         print_summary(outcome, sys.stdout)
