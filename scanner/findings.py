@@ -68,6 +68,7 @@ SEVERITY: dict[str, Severity] = {
     "sha1_signature": Severity.MEDIUM,
     "bad_certificate": Severity.HIGH,
     "deprecated_tls_version": Severity.MEDIUM,
+    "revoked": Severity.HIGH,
 }
 
 DESCRIPTION: dict[str, str] = {
@@ -82,6 +83,7 @@ DESCRIPTION: dict[str, str] = {
     "sha1_signature": "Certificate signed with SHA-1",
     "bad_certificate": "Unparsable certificate",
     "deprecated_tls_version": "Endpoint accepts TLS 1.0 or 1.1",
+    "revoked": "Endpoint serves a certificate certyard has revoked",
 }
 
 

@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from scanner.findings import key_description, sha256_hex
+from scanner.issued import IssuedLookup
 from scanner.runner import Clock, EndpointReport, utc_now
 from storage.models import (
     ScanEndpoint,
@@ -27,9 +28,15 @@ from storage.models import (
 
 
 class Inventory:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], clock: Clock = utc_now) -> None:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        clock: Clock = utc_now,
+        issued: IssuedLookup | None = None,
+    ) -> None:
         self.sessions = sessions
         self.clock = clock
+        self.issued = issued
         self.scan_id: str | None = None
         self._lock = asyncio.Lock()
 
@@ -137,8 +144,11 @@ class Inventory:
         except ValueError:
             return False  # a "bad_certificate" finding says so; nothing to index
         kind, bits = key_description(cert)
+        # Issue 5 §6: a certificate certyard issued is linked to its issuance record.
+        record = await self.issued.find(der) if self.issued is not None else None
         session.add(
             ScannedCertificate(
+                issued_certificate_id=record.certificate_id if record else None,
                 sha256=digest,
                 der=der,
                 subject=cert.subject.rfc4514_string(),

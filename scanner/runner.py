@@ -20,7 +20,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from scanner.findings import Finding, TrustStore, evaluate
+from scanner.findings import Finding, TrustStore, evaluate, sha256_hex
+from scanner.issued import IssuedRecord
 from scanner.jobs import NullObserver, Observer, ProbeJob, ProbeResult, Status
 from scanner.targets import Endpoint
 from scanner.tls_probe import client_context, probe
@@ -51,6 +52,12 @@ class EndpointReport:
     findings: list[Finding] = field(default_factory=list)
 
 
+class RevocationOracle(Protocol):
+    """Tells whether a leaf is one certyard issued and then revoked (scanner/issued.py)."""
+
+    async def find(self, der: bytes) -> IssuedRecord | None: ...
+
+
 class Sink(Protocol):
     async def record(self, report: EndpointReport) -> None: ...
 
@@ -72,12 +79,14 @@ class Runner:
         sink: Sink | None = None,
         clock: Clock = utc_now,
         context: ssl.SSLContext | None = None,
+        issued: RevocationOracle | None = None,
     ) -> None:
         self.options = options
         self.store = store
         self.observer: Observer = observer or NullObserver()
         self.sink = sink
         self.clock = clock
+        self.issued = issued
         self.context = context or client_context()
         self.legacy_context = client_context(maximum=ssl.TLSVersion.TLSv1_1)
         self._per_host: dict[str, asyncio.Semaphore] = {}
@@ -167,6 +176,17 @@ class Runner:
             findings = evaluate(
                 result.chain, job.sni, self.store, self.clock(), self.options.expiring_days
             )
+            if self.issued is not None and result.chain:
+                record = await self.issued.find(result.chain[0])
+                if record is not None and record.status == "revoked":
+                    findings.append(
+                        Finding(
+                            "revoked",
+                            f"leaf revoked by certyard (record {record.certificate_id}, "
+                            f"reason {record.revocation_reason or 0})",
+                            sha256_hex(result.chain[0]),
+                        )
+                    )
         report = EndpointReport(job, result, findings + extra)
         self._reports.append(report)
         if self.sink is not None:

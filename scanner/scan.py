@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from scanner import report_json, report_sarif
 from scanner.findings import SYSTEM_BUNDLE, TrustStore
 from scanner.inventory import Inventory
+from scanner.issued import IssuedLookup
 from scanner.jobs import Observer
 from scanner.runner import Clock, Runner, ScanOptions, ScanSummary, utc_now
 from scanner.targets import expand, iter_specs, parse_excludes
@@ -82,10 +83,13 @@ async def scan(
         loaded = TrustStore.load([path], system=None)
         store.anchors += loaded.anchors
         store.intermediates += loaded.intermediates
-    inventory = Inventory(sessions, clock) if sessions is not None else None
+    issued = IssuedLookup(sessions) if sessions is not None else None
+    inventory = Inventory(sessions, clock, issued) if sessions is not None else None
     started = clock()
     scan_id = await inventory.start(request.parameters()) if inventory else None
-    runner = Runner(request.options, store, observer=observer, sink=inventory, clock=clock)
+    runner = Runner(
+        request.options, store, observer=observer, sink=inventory, clock=clock, issued=issued
+    )
     status = "interrupted"
     try:
         summary = await runner.run(endpoints)

@@ -308,6 +308,8 @@ class ScannedCertificate(Base):
     not_after: Mapped[dt.datetime] = mapped_column(index=True)
     key_type: Mapped[str] = mapped_column(String(32))
     first_seen: Mapped[dt.datetime]
+    # The issuance record when certyard issued it (migration 0018), else None.
+    issued_certificate_id: Mapped[str | None] = mapped_column(String(64), default=None)
 
 
 class ScanObservation(Base):

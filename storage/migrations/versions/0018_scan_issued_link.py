@@ -1,0 +1,25 @@
+"""Scanned certificates linked to certyard's issuance records (issue 5 §6)
+
+Revision ID: 0018
+Revises: 0010
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0018"
+down_revision = "0010"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("scanned_certificates") as batch:
+        batch.add_column(sa.Column("issued_certificate_id", sa.String(length=64), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("scanned_certificates") as batch:
+        batch.drop_column("issued_certificate_id")
