@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
 from certyard.settings import Settings
 from scanner.jobs import ProbeJob, ProbeResult
 from scanner.reports import FORMATS, render
@@ -19,6 +21,7 @@ from scanner.runner import ScanOptions
 from scanner.scan import DEFAULT_PORTS, ScanOutcome, ScanRequest, scan
 from scanner.targets import TargetError, parse_ports, read_targets_file
 from storage.engine import create_engine, is_sqlite, migrate, session_factory
+from storage.models import ScanRun
 
 
 class UsageError(Exception):
@@ -52,6 +55,11 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     p.add_argument("--seed", type=int, help="seed of the sweep order (default: random)")
     p.add_argument("--no-inventory", action="store_true", help="do not write to the database")
+    p.add_argument(
+        "--resume",
+        metavar="ID",
+        help="continue the interrupted scan ID with its own targets and options",
+    )
     p.add_argument("--config", type=Path)
 
 
@@ -168,7 +176,12 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
             return await run_diff(settings, args.targets[1], args.targets[2])
         except ReportUsageError as exc:
             raise UsageError(str(exc)) from None
-    request = request_from_args(args)
+    if args.resume is not None:
+        if args.targets or args.targets_file or args.no_inventory:
+            raise UsageError("--resume takes no targets and needs the inventory")
+        request = None
+    else:
+        request = request_from_args(args)
     root = settings.server.data_dir / "ca" / "root.pem"
     anchors = [root] if root.is_file() else []
     progress = ProgressBar() if sys.stderr.isatty() else None
@@ -184,8 +197,15 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
             await migrate(engine)
             sessions = session_factory(engine)
         try:
+            if request is None:
+                assert sessions is not None
+                request = await _recorded_request(sessions, args.resume)
             outcome = await scan(
-                request, sessions=sessions, extra_anchors=anchors, observer=progress
+                request,
+                sessions=sessions,
+                extra_anchors=anchors,
+                observer=progress,
+                resume_id=args.resume,
             )
         except TargetError as exc:
             raise UsageError(str(exc)) from None
@@ -203,3 +223,15 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
         sys.stdout.write(text)
         print_summary(outcome, sys.stderr)
     return 0
+
+
+async def _recorded_request(
+    sessions: async_sessionmaker[AsyncSession], scan_id: str
+) -> ScanRequest:
+    async with sessions() as session:
+        run = await session.get(ScanRun, scan_id)
+    if run is None:
+        raise UsageError(f"no scan {scan_id} in the inventory")
+    if run.status == "done":
+        raise UsageError(f"scan {scan_id} is finished; nothing to resume")
+    return ScanRequest.from_parameters(run.parameters)

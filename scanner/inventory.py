@@ -53,6 +53,16 @@ class Inventory:
             )
         return self.scan_id
 
+    async def resume(self, scan_id: str) -> str:
+        """Continue the recorded scan ``scan_id`` (scanner/resume.py decides what remains)."""
+        async with self.sessions.begin() as session:
+            run = await session.get(ScanRun, scan_id)
+            if run is None:
+                raise LookupError(scan_id)
+            run.status, run.finished_at = "running", None
+        self.scan_id = scan_id
+        return scan_id
+
     async def finish(self, status: str, summary: dict[str, Any]) -> None:
         assert self.scan_id is not None
         async with self.sessions.begin() as session:

@@ -18,8 +18,11 @@ from scanner.findings import SYSTEM_BUNDLE, TrustStore
 from scanner.inventory import Inventory
 from scanner.issued import IssuedLookup
 from scanner.jobs import Observer
+from scanner.resume import remaining_endpoints
 from scanner.runner import Clock, Runner, ScanOptions, ScanSummary, utc_now
+from scanner.stored_scan import StoredScan, load_scan
 from scanner.targets import expand, iter_specs, parse_excludes
+from storage.models import ScanRun
 
 DEFAULT_PORTS = [443]
 
@@ -45,8 +48,28 @@ class ScanRequest:
             "concurrency": self.options.concurrency,
             "per_host": self.options.per_host,
             "expiring_days": self.options.expiring_days,
+            "legacy_probe": self.options.legacy_probe,
             "seed": self.seed,
         }
+
+    @classmethod
+    def from_parameters(cls, parameters: dict[str, Any]) -> ScanRequest:
+        """The request a recorded scan was started with (``certyard scan --resume``)."""
+        return cls(
+            targets=list(parameters["targets"]),
+            ports=list(parameters["ports"]),
+            excludes=list(parameters.get("excludes", [])),
+            trust=[Path(p) for p in parameters.get("trust", [])],
+            options=ScanOptions(
+                timeout=float(parameters.get("timeout", 5.0)),
+                retries=int(parameters.get("retries", 1)),
+                concurrency=int(parameters.get("concurrency", 256)),
+                per_host=int(parameters.get("per_host", 4)),
+                expiring_days=float(parameters.get("expiring_days", 30.0)),
+                legacy_probe=bool(parameters.get("legacy_probe", True)),
+            ),
+            seed=parameters.get("seed"),
+        )
 
 
 @dataclass
@@ -67,11 +90,14 @@ async def scan(
     observer: Observer | None = None,
     clock: Clock = utc_now,
     extra_anchors: Sequence[Path] = (),
+    resume_id: str | None = None,
 ) -> ScanOutcome:
     """Run the scan; with ``sessions``, record it in the inventory as results arrive.
 
     Raises ``TargetError`` for targets that do not parse (before anything is probed); names
-    that do not resolve are reported in ``unresolved`` and the rest is scanned.
+    that do not resolve are reported in ``unresolved`` and the rest is scanned. ``resume_id``
+    (with ``sessions``) continues that recorded scan: finished endpoints are not probed again,
+    and the report covers the whole scan.
     """
     specs = list(iter_specs(request.targets))
     excludes = parse_excludes(request.excludes)
@@ -86,7 +112,13 @@ async def scan(
     issued = IssuedLookup(sessions) if sessions is not None else None
     inventory = Inventory(sessions, clock, issued) if sessions is not None else None
     started = clock()
-    scan_id = await inventory.start(request.parameters()) if inventory else None
+    if resume_id is not None:
+        if inventory is None or sessions is None:
+            raise ValueError("resuming a scan needs the inventory")
+        scan_id: str | None = await inventory.resume(resume_id)
+        endpoints = await remaining_endpoints(sessions, resume_id, endpoints)
+    else:
+        scan_id = await inventory.start(request.parameters()) if inventory else None
     runner = Runner(
         request.options, store, observer=observer, sink=inventory, clock=clock, issued=issued
     )
@@ -98,6 +130,12 @@ async def scan(
         if inventory is not None:
             counts = runner.partial_counts()
             await inventory.finish(status, counts)
+    if resume_id is not None and sessions is not None:
+        stored = await load_scan(sessions, resume_id)
+        await inventory_counts(sessions, stored)
+        document = stored.document()
+        document["scan"]["unresolved"] = unresolved
+        return ScanOutcome(resume_id, stored.summary, unresolved, document)
     document = report_json.build(
         summary,
         scan_id=scan_id,
@@ -107,3 +145,14 @@ async def scan(
     )
     document["scan"]["unresolved"] = unresolved
     return ScanOutcome(scan_id, summary, unresolved, document)
+
+
+async def inventory_counts(sessions: async_sessionmaker[AsyncSession], stored: StoredScan) -> None:
+    """A resumed scan's record counts every endpoint, not only those of its last part."""
+    async with sessions.begin() as session:
+        run = await session.get(ScanRun, stored.scan_id)
+        if run is not None:
+            run.summary = {
+                "by_status": dict(stored.summary.by_status),
+                "by_finding": dict(stored.summary.by_code),
+            }

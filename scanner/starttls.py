@@ -40,7 +40,9 @@ async def _smtp_reply(reader: asyncio.StreamReader) -> tuple[int, list[str]]:
     raise StartTlsRefused("SMTP reply too long")
 
 
-async def smtp(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def smtp(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, domain: str = ""
+) -> None:
     """RFC 3207 §4: greeting, EHLO, STARTTLS, 220."""
     code, _ = await _smtp_reply(reader)
     if code != 220:
@@ -57,7 +59,9 @@ async def smtp(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
         raise StartTlsRefused(f"STARTTLS answered {code}")
 
 
-async def imap(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def imap(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, domain: str = ""
+) -> None:
     """RFC 3501 §6.2.1 (and RFC 9051): untagged greeting, then ``tag STARTTLS`` → ``tag OK``."""
     greeting = await _line(reader)
     if not greeting.upper().startswith("* OK"):
@@ -72,7 +76,9 @@ async def imap(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
     raise StartTlsRefused("no tagged answer to STARTTLS")
 
 
-async def pop3(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def pop3(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, domain: str = ""
+) -> None:
     """RFC 2595 §4: ``+OK`` greeting, ``STLS`` → ``+OK``."""
     greeting = await _line(reader)
     if not greeting.startswith("+OK"):
@@ -83,7 +89,7 @@ async def pop3(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
         raise StartTlsRefused(f"STLS answered {answer[:40]!r}")
 
 
-async def ftp(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def ftp(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, domain: str = "") -> None:
     """RFC 4217 §4: 220 greeting, ``AUTH TLS`` → 234 (FTP replies are SMTP-shaped, RFC 959)."""
     code, _ = await _smtp_reply(reader)
     if code != 220:
@@ -98,7 +104,9 @@ async def ftp(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> Non
 POSTGRES_SSL_REQUEST = (8).to_bytes(4, "big") + (80877103).to_bytes(4, "big")
 
 
-async def postgres(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def postgres(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, domain: str = ""
+) -> None:
     """PostgreSQL: SSLRequest, then one byte: ``S`` to go on with TLS, ``N`` for no TLS."""
     writer.write(POSTGRES_SSL_REQUEST)
     answer = await reader.readexactly(1)
@@ -121,7 +129,9 @@ async def _ber_length(reader: asyncio.StreamReader) -> int:
     return int.from_bytes(await reader.readexactly(count), "big")
 
 
-async def ldap(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def ldap(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, domain: str = ""
+) -> None:
     """RFC 4511 §4.14.2: the ExtendedResponse must carry resultCode success (0)."""
     writer.write(LDAP_STARTTLS)
     if (await reader.readexactly(1)) != b"\x30":
@@ -145,11 +155,53 @@ async def ldap(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
         raise StartTlsRefused(f"StartTLS resultCode {result[2]}")
 
 
-PREAMBLES: dict[str, Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]] = {
+# RFC 6120 §5.4.2: the XMPP STARTTLS negotiation, namespaces of §4.8.
+_XMPP_TLS_NS = "urn:ietf:params:xml:ns:xmpp-tls"
+MAX_XMPP_BYTES = 64 * 1024
+
+
+async def _xmpp_read_until(reader: asyncio.StreamReader, markers: tuple[str, ...]) -> str:
+    """Read stream data until one of ``markers`` appears; XMPP is not line-based, so a bounded
+    buffer is searched (a full XML parser is not needed for three fixed elements)."""
+    buffer = ""
+    while len(buffer) < MAX_XMPP_BYTES:
+        chunk = await reader.read(4096)
+        if not chunk:
+            raise StartTlsRefused("connection closed during the XMPP STARTTLS dialogue")
+        buffer += chunk.decode("utf-8", "replace")
+        for marker in markers:
+            if marker in buffer:
+                return marker
+    raise StartTlsRefused("XMPP stream features too long")
+
+
+async def xmpp(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, domain: str = ""
+) -> None:
+    """RFC 6120 §5.4.2: open a client stream to ``domain``, expect <starttls/> among the stream
+    features, send <starttls/>, expect <proceed/> (a <failure/> ends it)."""
+    header = (
+        "<?xml version='1.0'?><stream:stream to='{}' version='1.0' xmlns='jabber:client' "
+        "xmlns:stream='http://etherx.jabber.org/streams'>"
+    ).format(domain.replace("'", ""))
+    writer.write(header.encode())
+    found = await _xmpp_read_until(reader, ("</stream:features>", "<stream:error"))
+    if found != "</stream:features>":
+        raise StartTlsRefused("XMPP server answered with a stream error")
+    writer.write(f"<starttls xmlns='{_XMPP_TLS_NS}'/>".encode())
+    answer = await _xmpp_read_until(reader, ("<proceed", "<failure", "<stream:error"))
+    if answer != "<proceed":
+        raise StartTlsRefused(f"XMPP STARTTLS answered {answer[1:]}")
+
+
+PREAMBLES: dict[
+    str, Callable[[asyncio.StreamReader, asyncio.StreamWriter, str], Awaitable[None]]
+] = {
     "smtp": smtp,
     "imap": imap,
     "pop3": pop3,
     "ftp": ftp,
     "postgres": postgres,
     "ldap": ldap,
+    "xmpp": xmpp,
 }

@@ -106,6 +106,8 @@ async def load_scan(sessions: async_sessionmaker[AsyncSession], scan_id: str) ->
         reports.append(EndpointReport(job, result, endpoint_findings))
         by_status[result.status.value] += 1
         by_code.update(f.code for f in endpoint_findings)
+    # The runner's order: by ip, port, then SNI (none first).
+    reports.sort(key=lambda r: (r.job.ip, r.job.port, r.job.sni or ""))
     return StoredScan(
         scan_id=run.id,
         status=run.status,

@@ -24,10 +24,11 @@ from typing import cast
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-STARTTLS_PROTOCOLS = ("smtp", "imap", "pop3", "ftp", "ldap", "postgres")
+STARTTLS_PROTOCOLS = ("smtp", "imap", "pop3", "ftp", "ldap", "postgres", "xmpp")
 # The well-known STARTTLS ports (RFC 3207 SMTP on 25 and RFC 6409 submission on 587,
 # RFC 3501 §6.2.1 IMAP on 143, RFC 2595 POP3 on 110, RFC 4217 FTP on 21, RFC 4511 LDAP on 389,
-# PostgreSQL on 5432); any other port is direct TLS unless a scheme forces it.
+# PostgreSQL on 5432, RFC 6120 XMPP client-to-server on 5222 and server-to-server on 5269); any
+# other port is direct TLS unless a scheme forces it.
 STARTTLS_BY_PORT = {
     21: "ftp",
     25: "smtp",
@@ -35,6 +36,8 @@ STARTTLS_BY_PORT = {
     143: "imap",
     389: "ldap",
     587: "smtp",
+    5222: "xmpp",
+    5269: "xmpp",
     5432: "postgres",
 }
 MAX_EXPANSION = 1 << 20  # refuse a typo like 10.0.0.0/8 x 1000 ports before it allocates

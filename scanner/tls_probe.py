@@ -82,7 +82,7 @@ async def probe(job: ProbeJob, ctx: ssl.SSLContext, *, seconds: float) -> ProbeR
         async with asyncio.timeout(seconds):
             preamble = PREAMBLES.get(job.protocol)
             if preamble is not None:
-                await preamble(reader, writer)
+                await preamble(reader, writer, job.sni or job.host or job.ip)
             # server_hostname None: no SNI extension at all (RFC 6066 §3).
             await writer.start_tls(ctx, server_hostname=job.sni)
         ssl_object = writer.get_extra_info("ssl_object")

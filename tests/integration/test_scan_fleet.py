@@ -163,6 +163,18 @@ async def _server_dialogue(proto: str, r: asyncio.StreamReader, w: asyncio.Strea
     elif proto == "ldap":
         assert (await r.readexactly(31)).endswith(b"1.3.6.1.4.1.1466.20037")
         w.write(LDAP_SUCCESS)
+    elif proto == "xmpp":
+        # RFC 6120 §5.4.2: stream header, features offering STARTTLS, <proceed/>.
+        opening = await r.readuntil(b"xmlns:stream='http://etherx.jabber.org/streams'>")
+        assert b"to='xmpp.fleet.test'" in opening
+        w.write(
+            b"<?xml version='1.0'?><stream:stream from='xmpp.fleet.test' id='f1' version='1.0' "
+            b"xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>"
+            b"<stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/>"
+            b"</starttls></stream:features>"
+        )
+        assert (await r.readuntil(b"/>")).startswith(b"<starttls")
+        w.write(b"<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
     await w.drain()
 
 
@@ -282,8 +294,8 @@ async def build_fleet(tmp: Path) -> Fleet:
         fleet.leaves[(ip, port, sni)] = sha256_hex(cert.public_bytes(serialization.Encoding.DER))
 
     # STARTTLS (SMTP RFC 3207, IMAP RFC 3501 §6.2.1, POP3 RFC 2595, FTP RFC 4217, LDAP RFC 4511,
-    # PostgreSQL SSLRequest), forced by the target's scheme.
-    for proto in ("smtp", "imap", "pop3", "ftp", "ldap", "postgres"):
+    # PostgreSQL SSLRequest, XMPP RFC 6120 §5.4), forced by the target's scheme.
+    for proto in ("smtp", "imap", "pop3", "ftp", "ldap", "postgres", "xmpp"):
         n += 1
         ip, host = f"{NET}{n}", f"{proto}.fleet.test"
         key = ec_key()
@@ -352,7 +364,7 @@ async def test_fleet_is_reported_exactly(fleet: Fleet, db_url: str) -> None:
                 assert all(f["severity"] in ("high", "medium") for f in e["findings"])
             else:
                 assert e["certificate"] is None and e["error"]
-        for proto in ("smtp", "imap", "pop3", "ftp", "ldap", "postgres"):
+        for proto in ("smtp", "imap", "pop3", "ftp", "ldap", "postgres", "xmpp"):
             rows = [e for e in endpoints if e["protocol"] == proto]
             assert len(rows) == 2 and all(e["certificate"] for e in rows), proto
 
