@@ -40,6 +40,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -69,6 +70,8 @@ SEVERITY: dict[str, Severity] = {
     "bad_certificate": Severity.HIGH,
     "deprecated_tls_version": Severity.MEDIUM,
     "revoked": Severity.HIGH,
+    "ssh_weak_host_key": Severity.HIGH,
+    "ssh_cert_expired": Severity.HIGH,
 }
 
 DESCRIPTION: dict[str, str] = {
@@ -84,6 +87,8 @@ DESCRIPTION: dict[str, str] = {
     "bad_certificate": "Unparsable certificate",
     "deprecated_tls_version": "Endpoint accepts TLS 1.0 or 1.1",
     "revoked": "Endpoint serves a certificate certyard has revoked",
+    "ssh_weak_host_key": "SSH host key is weak (DSA, or RSA below 2048 bits)",
+    "ssh_cert_expired": "SSH host certificate has expired",
 }
 
 
@@ -305,4 +310,32 @@ def evaluate(
             )
     if sni is not None and not hostname_matches(leaf, sni):
         out.append(Finding("hostname_mismatch", f"{sni} is not in the subjectAltName", leaf_fp))
+    return out
+
+
+def evaluate_ssh(host_keys: Sequence[dict[str, Any]], now: dt.datetime) -> list[Finding]:
+    """Findings for one SSH endpoint's host keys (scanner/ssh_probe.py descriptions)."""
+    out: list[Finding] = []
+    for key in host_keys:
+        # NIST SP 800-131A / OpenSSH 7.0+: DSA (1024-bit by definition, FIPS 186-2) and RSA
+        # below 2048 bits are too weak for host keys.
+        if key["type"] == "dsa" or (key["type"] == "rsa" and key["bits"] < 2048):
+            out.append(
+                Finding(
+                    "ssh_weak_host_key",
+                    f"{key['algorithm']} host key of {key['bits']} bits",
+                    key["sha256"],
+                )
+            )
+        cert = key.get("certificate")
+        if cert is not None:
+            before = dt.datetime.fromisoformat(cert["valid_before"])
+            if now > before:
+                out.append(
+                    Finding(
+                        "ssh_cert_expired",
+                        f"host certificate {cert['key_id']!r} expired {before.isoformat()}",
+                        cert["sha256"],
+                    )
+                )
     return out

@@ -97,6 +97,7 @@ class Inventory:
                     cert_sha256=leaf,
                     status=report.result.status.value,
                     chain=hashes,
+                    host_keys=report.result.host_keys or None,
                     tls_version=report.result.tls_version,
                     cipher=report.result.cipher,
                     error=report.result.error,

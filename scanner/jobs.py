@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class Status(StrEnum):
@@ -41,6 +41,8 @@ class ProbeResult:
     cipher: str | None = None
     error: str | None = None
     attempts: int = 1
+    # SSH endpoints (scanner/ssh_probe.py): one JSON-ready description per host key/certificate.
+    host_keys: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Observer(Protocol):

@@ -57,6 +57,15 @@ def endpoint_object(report: EndpointReport) -> dict[str, Any]:
         "cipher": result.cipher,
         "certificate": chain[0] if chain else None,
         "chain": chain,
+        # SSH endpoints: the first host key offered, and all of them (issue 5 §8).
+        **(
+            {
+                "host_key": result.host_keys[0] if result.host_keys else None,
+                "host_keys": result.host_keys,
+            }
+            if job.protocol == "ssh"
+            else {}
+        ),
         "findings": [
             {"code": f.code, "severity": f.severity.value, "detail": f.detail}
             for f in report.findings

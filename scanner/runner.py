@@ -20,9 +20,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from scanner.findings import Finding, TrustStore, evaluate, sha256_hex
+from scanner.findings import Finding, TrustStore, evaluate, evaluate_ssh, sha256_hex
 from scanner.issued import IssuedRecord
 from scanner.jobs import NullObserver, Observer, ProbeJob, ProbeResult, Status
+from scanner.ssh_probe import probe_ssh
 from scanner.targets import Endpoint
 from scanner.tls_probe import client_context, probe
 
@@ -134,6 +135,10 @@ class Runner:
         default_host = endpoint.names[0] if endpoint.names else ip
         base = ProbeJob(ip, endpoint.port, endpoint.protocol, None, default_host)
         first = await self._attempt(base)
+        if endpoint.protocol == "ssh":
+            # SSH has no SNI and no TLS versions: one probe reads every host key.
+            await self._report(base, first, [])
+            return
         extra: list[Finding] = []
         if first.status is Status.OK and self.options.legacy_probe:
             legacy = await self._attempt(
@@ -161,7 +166,10 @@ class Runner:
             attempts += 1
             async with semaphore:
                 try:
-                    result = await probe(job, ctx, seconds=self.options.timeout)
+                    if job.protocol == "ssh":
+                        result = await probe_ssh(job, seconds=self.options.timeout)
+                    else:
+                        result = await probe(job, ctx, seconds=self.options.timeout)
                 except Exception as exc:  # a bug in one probe must not end the scan
                     result = ProbeResult(job, Status.ERROR, error=f"internal: {exc!r}")
             if result.status not in _RETRIED or attempts > self.options.retries:
@@ -172,7 +180,9 @@ class Runner:
 
     async def _report(self, job: ProbeJob, result: ProbeResult, extra: list[Finding]) -> None:
         findings: list[Finding] = []
-        if result.status is Status.OK:
+        if result.status is Status.OK and job.protocol == "ssh":
+            findings = evaluate_ssh(result.host_keys, self.clock())
+        elif result.status is Status.OK:
             findings = evaluate(
                 result.chain, job.sni, self.store, self.clock(), self.options.expiring_days
             )

@@ -101,6 +101,7 @@ async def load_scan(sessions: async_sessionmaker[AsyncSession], scan_id: str) ->
             tls_version=obs.tls_version,
             cipher=obs.cipher,
             error=obs.error,
+            host_keys=list(obs.host_keys or []),
         )
         endpoint_findings = by_endpoint.get(endpoint.id, [])
         reports.append(EndpointReport(job, result, endpoint_findings))

@@ -36,6 +36,7 @@ STARTTLS_BY_PORT = {
     143: "imap",
     389: "ldap",
     587: "smtp",
+    22: "ssh",  # not TLS: host keys and OpenSSH host certificates (scanner/ssh_probe.py)
     5222: "xmpp",
     5269: "xmpp",
     5432: "postgres",
@@ -156,7 +157,7 @@ def parse_target(text: str) -> TargetSpec:
     rest = raw
     if "://" in raw:
         protocol, _, rest = raw.partition("://")
-        if protocol not in (*STARTTLS_PROTOCOLS, "tls"):
+        if protocol not in (*STARTTLS_PROTOCOLS, "tls", "ssh"):
             raise TargetError(f"unknown protocol {protocol!r} in {raw!r}")
     name: str | None = None
     if "@" in rest:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 import json
 import os
 import socket
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import asyncssh
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -115,6 +117,14 @@ class Fleet:
     leaves: dict[tuple[str, int, str | None], str] = field(default_factory=dict)
     servers: list[asyncio.Server] = field(default_factory=list)
     trust: Path | None = None
+    ssh_servers: list[asyncssh.SSHAcceptor] = field(default_factory=list)
+    ssh_keys: dict[tuple[str, int], set[str]] = field(default_factory=dict)
+
+    def close(self) -> None:
+        for server in self.servers:
+            server.close()
+        for acceptor in self.ssh_servers:
+            acceptor.close()
 
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -132,6 +142,13 @@ async def _start(fleet: Fleet, ip: str, handler: Handler | None, ctx: ssl.SSLCon
     server = await asyncio.start_server(handler or idle, ip, 0, ssl=ctx)
     fleet.servers.append(server)
     return int(server.sockets[0].getsockname()[1])
+
+
+async def _start_ssh(fleet: Fleet, ip: str, host_keys: list[Any]) -> int:
+    """An SSH server (asyncssh) that completes key exchange and lets nobody in."""
+    acceptor = await asyncssh.listen(ip, 0, server_host_keys=host_keys)
+    fleet.ssh_servers.append(acceptor)
+    return int(acceptor.sockets[0].getsockname()[1])
 
 
 LDAP_SUCCESS = b"\x30\x0c\x02\x01\x01\x78\x07\x0a\x01\x00\x04\x00\x04\x00"
@@ -304,6 +321,32 @@ async def build_fleet(tmp: Path) -> Fleet:
         fleet.targets.append(f"{proto}://{host}@{ip}:{port}")
         fleet.expected[(ip, port, None)] = fleet.expected[(ip, port, host)] = ("ok", "")
 
+    # SSH (issue 5 §4): one server with an Ed25519 key and a weak RSA-1024 key, one whose
+    # Ed25519 host key comes with an expired OpenSSH host certificate.
+    n += 1
+    ip = f"{NET}{n}"
+    ed_key = asyncssh.generate_private_key("ssh-ed25519")
+    weak_rsa = asyncssh.generate_private_key("ssh-rsa", key_size=1024)
+    port = await _start_ssh(fleet, ip, [ed_key, weak_rsa])
+    fleet.targets.append(f"ssh://{ip}:{port}")
+    fleet.expected[(ip, port, None)] = ("ok", "ssh_weak_host_key")
+    fleet.ssh_keys[(ip, port)] = {
+        hashlib.sha256(k.public_data).hexdigest() for k in (ed_key, weak_rsa)
+    }
+    n += 1
+    ip = f"{NET}{n}"
+    host_ca = asyncssh.generate_private_key("ssh-ed25519")
+    cert_key = asyncssh.generate_private_key("ssh-ed25519")
+    now = dt.datetime.now(dt.UTC).timestamp()
+    host_cert = host_ca.generate_host_certificate(
+        cert_key, "fleet-ssh-2", principals=["ssh2.fleet.test"],
+        valid_after=now - 7200, valid_before=now - 3600,
+    )  # fmt: skip
+    port = await _start_ssh(fleet, ip, [(cert_key, host_cert)])
+    fleet.targets.append(f"ssh://{ip}:{port}")
+    fleet.expected[(ip, port, None)] = ("ok", "ssh_cert_expired")
+    fleet.ssh_keys[(ip, port)] = {hashlib.sha256(cert_key.public_data).hexdigest()}
+
     # A closed port, and a port that accepts TCP and never speaks TLS.
     n += 1
     ip = f"{NET}{n}"
@@ -326,8 +369,7 @@ async def fleet(tmp_path: Path) -> AsyncIterator[Fleet]:
     try:
         yield built
     finally:
-        for server in built.servers:
-            server.close()
+        built.close()
 
 
 def observed(endpoints: list[dict[str, Any]]) -> dict[tuple[str, int, str | None], Row]:
@@ -358,7 +400,14 @@ async def test_fleet_is_reported_exactly(fleet: Fleet, db_url: str) -> None:
             key = (e["ip"], e["port"], e["sni"])
             if key in fleet.leaves:
                 assert e["certificate"]["sha256"] == fleet.leaves[key], key
-            if e["status"] == "ok":
+            if e["status"] == "ok" and e["protocol"] == "ssh":
+                # host_key.sha256: SHA-256 of the key blob, one per key the server holds.
+                assert {k["sha256"] for k in e["host_keys"]} == fleet.ssh_keys[(e["ip"], e["port"])]
+                assert e["host_key"] == e["host_keys"][0] and e["certificate"] is None
+                certs = [k["certificate"] for k in e["host_keys"] if k["certificate"]]
+                if e["findings"] and e["findings"][0]["code"] == "ssh_cert_expired":
+                    assert certs[0]["principals"] == ["ssh2.fleet.test"]
+            elif e["status"] == "ok":
                 assert e["tls_version"].startswith("TLS") and e["cipher"]
                 assert e["chain"][0] == e["certificate"]
                 assert all(f["severity"] in ("high", "medium") for f in e["findings"])

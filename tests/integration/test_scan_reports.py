@@ -30,8 +30,7 @@ async def fleet(tmp_path: Path) -> AsyncIterator[Fleet]:
     try:
         yield built
     finally:
-        for server in built.servers:
-            server.close()
+        built.close()
 
 
 async def _cli(env: dict[str, str], *args: str) -> tuple[int, str, str]:

@@ -31,8 +31,7 @@ async def fleet(tmp_path: Path) -> AsyncIterator[Fleet]:
             built.expected[(ip, port, None)] = ("no_tls", None)
         yield built
     finally:
-        for server in built.servers:
-            server.close()
+        built.close()
 
 
 def _query(db: Path, sql: str) -> list[tuple[object, ...]]:
