@@ -10,18 +10,21 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TextIO
+from typing import TextIO, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from certyard.settings import Settings
+from scanner.config import ScanSettings
 from scanner.jobs import ProbeJob, ProbeResult
 from scanner.reports import FORMATS, render
 from scanner.runner import ScanOptions
-from scanner.scan import DEFAULT_PORTS, ScanOutcome, ScanRequest, scan
+from scanner.scan import ScanOutcome, ScanRequest, scan
 from scanner.targets import TargetError, parse_ports, read_targets_file
 from storage.engine import create_engine, is_sqlite, migrate, session_factory
 from storage.models import ScanRun
+
+T = TypeVar("T")
 
 
 class UsageError(Exception):
@@ -38,16 +41,17 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "and a protocol prefix (tls smtp imap pop3 ftp ldap postgres ://)",
     )
     p.add_argument("--targets-file", action="append", default=[], type=Path, metavar="F")
-    p.add_argument("--ports", default=",".join(map(str, DEFAULT_PORTS)), help="443,8443,1000-1010")
+    # Defaults of None: the [scan] settings fill them (scanner/config.py).
+    p.add_argument("--ports", help="443,8443,1000-1010 (default: scan.ports)")
     p.add_argument("--exclude", action="append", default=[], metavar="NET")
     p.add_argument("--trust", action="append", default=[], type=Path, metavar="ROOTS.pem")
     p.add_argument("--format", choices=FORMATS, default="json")
     p.add_argument("--out", type=Path)
-    p.add_argument("--timeout", type=float, default=5.0, help="seconds per phase (default 5)")
-    p.add_argument("--retries", type=int, default=1)
-    p.add_argument("--concurrency", type=int, default=256)
-    p.add_argument("--per-host", type=int, default=4)
-    p.add_argument("--expiring-days", type=float, default=30.0)
+    p.add_argument("--timeout", type=float, help="seconds per phase (default 5)")
+    p.add_argument("--retries", type=int)
+    p.add_argument("--concurrency", type=int)
+    p.add_argument("--per-host", type=int)
+    p.add_argument("--expiring-days", type=float)
     p.add_argument(
         "--no-legacy-probe",
         action="store_true",
@@ -63,7 +67,14 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--config", type=Path)
 
 
-def request_from_args(args: argparse.Namespace) -> ScanRequest:
+def _or(value: T | None, default: T) -> T:
+    return default if value is None else value
+
+
+def request_from_args(
+    args: argparse.Namespace, defaults: ScanSettings | None = None
+) -> ScanRequest:
+    conf = defaults or ScanSettings()
     targets = list(args.targets)
     for path in args.targets_file:
         try:
@@ -72,27 +83,32 @@ def request_from_args(args: argparse.Namespace) -> ScanRequest:
             raise UsageError(f"cannot read {path}: {exc.strerror}") from None
     if not targets:
         raise UsageError("no targets (give TARGET arguments or --targets-file)")
-    for path in args.trust:
+    trust = [*conf.trust, *args.trust]
+    for path in trust:
         if not path.is_file():
             raise UsageError(f"--trust {path}: no such file")
-    if args.timeout <= 0 or args.concurrency < 1 or args.per_host < 1 or args.retries < 0:
+    timeout = _or(args.timeout, conf.timeout_seconds)
+    retries = _or(args.retries, conf.retries)
+    concurrency = _or(args.concurrency, conf.concurrency)
+    per_host = _or(args.per_host, conf.per_host)
+    if timeout <= 0 or concurrency < 1 or per_host < 1 or retries < 0:
         raise UsageError("--timeout, --concurrency and --per-host must be positive")
     try:
-        ports = parse_ports(args.ports)
+        ports = parse_ports(_or(args.ports, conf.ports))
     except TargetError as exc:
         raise UsageError(str(exc)) from None
     return ScanRequest(
         targets=targets,
         ports=ports,
-        excludes=list(args.exclude),
-        trust=list(args.trust),
+        excludes=[*conf.exclude, *args.exclude],
+        trust=trust,
         options=ScanOptions(
-            timeout=args.timeout,
-            retries=args.retries,
-            concurrency=args.concurrency,
-            per_host=args.per_host,
-            expiring_days=args.expiring_days,
-            legacy_probe=not args.no_legacy_probe,
+            timeout=timeout,
+            retries=retries,
+            concurrency=concurrency,
+            per_host=per_host,
+            expiring_days=_or(args.expiring_days, conf.expiring_days),
+            legacy_probe=conf.legacy_probe and not args.no_legacy_probe,
         ),
         seed=args.seed,
     )
@@ -181,7 +197,7 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
             raise UsageError("--resume takes no targets and needs the inventory")
         request = None
     else:
-        request = request_from_args(args)
+        request = request_from_args(args, settings.scan)
     root = settings.server.data_dir / "ca" / "root.pem"
     anchors = [root] if root.is_file() else []
     progress = ProgressBar() if sys.stderr.isatty() else None

@@ -32,6 +32,7 @@ from ct_monitor.config import CTSettings
 from deploy.config import DeploySettings
 from notify.config import NotifySettings
 from renewal.config import RenewalSettings
+from scanner.config import ScanSettings
 from scheduler.config import SchedulerSettings
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "conf" / "default.toml"
@@ -257,6 +258,18 @@ class EstLabelSettings(_Section):
     # RFC 7030 §4.2.3: hold simpleenroll/serverkeygen requests for an operator (certyard est
     # approve/reject); the device gets 202 + Retry-After until then.
     approval: bool = False
+    # RFC 7030 §3.5: the CSR's challengePassword must carry the TLS session's tls-unique value
+    # (base64); missing or wrong: 401. Needs TLS 1.2 (the stdlib cannot export TLS 1.3 keys).
+    channel_binding: bool = False
+    # RFC 7030 §4.5 / RFC 9908: false answers csrattrs with 204 instead of the profile template.
+    csr_attributes: bool = True
+    # RFC 7030 §3.3.2 / IEEE 802.1AR: PEM files of manufacturer CAs whose IDevID certificates
+    # may authenticate simpleenroll (initial enrollment) under this label.
+    manufacturer_cas: list[Path] = Field(default_factory=list)
+    # Enrollments (simpleenroll + simplereenroll + serverkeygen) per window and server process;
+    # beyond it 429 with Retry-After. 0: unlimited.
+    rate_limit: int = Field(default=0, ge=0)
+    rate_limit_window_seconds: float = Field(default=60, gt=0, le=86400)
 
 
 def _default_est_labels() -> dict[str, EstLabelSettings]:
@@ -299,6 +312,7 @@ class Settings(BaseSettings):
     acme: AcmeSettings = Field(default_factory=AcmeSettings)
     est: EstSettings = Field(default_factory=EstSettings)
     # Sections declared by the packages that read them (each package's config.py).
+    scan: ScanSettings = Field(default_factory=ScanSettings)
     ct: CTSettings = Field(default_factory=CTSettings)
     notify: NotifySettings = Field(default_factory=NotifySettings)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
