@@ -20,6 +20,7 @@ from scanner.jobs import ProbeJob, ProbeResult
 from scanner.reports import FORMATS, render
 from scanner.runner import ScanOptions
 from scanner.scan import ScanOutcome, ScanRequest, scan
+from scanner.syn import SynUnavailable
 from scanner.targets import TargetError, parse_ports, read_targets_file
 from storage.engine import create_engine, is_sqlite, migrate, session_factory
 from storage.models import ScanRun
@@ -57,6 +58,12 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         action="store_true",
         help="skip the TLS 1.1 handshake behind deprecated_tls_version",
     )
+    p.add_argument(
+        "--syn",
+        action="store_true",
+        help="raw SYN pre-scan (root): TLS only on ports that answer SYN-ACK",
+    )
+    p.add_argument("--rate", type=int, metavar="PPS", help="--syn packets per second, at most")
     p.add_argument("--seed", type=int, help="seed of the sweep order (default: random)")
     p.add_argument("--no-inventory", action="store_true", help="do not write to the database")
     p.add_argument(
@@ -111,6 +118,8 @@ def request_from_args(
             legacy_probe=conf.legacy_probe and not args.no_legacy_probe,
         ),
         seed=args.seed,
+        syn=args.syn,
+        syn_rate=_or(args.rate, conf.syn_rate),
     )
 
 
@@ -223,7 +232,7 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
                 observer=progress,
                 resume_id=args.resume,
             )
-        except TargetError as exc:
+        except (TargetError, SynUnavailable) as exc:
             raise UsageError(str(exc)) from None
         finally:
             if progress is not None:

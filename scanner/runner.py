@@ -92,8 +92,16 @@ class Runner:
         self.legacy_context = client_context(maximum=ssl.TLSVersion.TLSv1_1)
         self._per_host: dict[str, asyncio.Semaphore] = {}
         self._reports: list[EndpointReport] = []
+        self._presence: dict[tuple[str, int], Status] = {}
 
-    async def run(self, endpoints: Sequence[Endpoint]) -> ScanSummary:
+    async def run(
+        self,
+        endpoints: Sequence[Endpoint],
+        presence: dict[tuple[str, int], Status] | None = None,
+    ) -> ScanSummary:
+        """Probe every endpoint; ``presence`` (from a SYN pre-scan) marks the ones already
+        known closed or silent, which are reported as such without a connection."""
+        self._presence = presence or {}
         self.observer.scan_started(len(endpoints))
         queue: asyncio.Queue[Endpoint] = asyncio.Queue()
         for endpoint in endpoints:
@@ -134,6 +142,11 @@ class Runner:
         ip = str(endpoint.ip)
         default_host = endpoint.names[0] if endpoint.names else ip
         base = ProbeJob(ip, endpoint.port, endpoint.protocol, None, default_host)
+        known = self._presence.get(endpoint.key)
+        if known is not None:
+            error = "RST to SYN" if known is Status.REFUSED else "no answer to SYN"
+            await self._report(base, ProbeResult(base, known, error=error), [])
+            return
         first = await self._attempt(base)
         if endpoint.protocol == "ssh":
             # SSH has no SNI and no TLS versions: one probe reads every host key.

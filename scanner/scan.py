@@ -17,10 +17,11 @@ from scanner import report_json, report_sarif
 from scanner.findings import SYSTEM_BUNDLE, TrustStore
 from scanner.inventory import Inventory
 from scanner.issued import IssuedLookup
-from scanner.jobs import Observer
+from scanner.jobs import Observer, Status
 from scanner.resume import remaining_endpoints
 from scanner.runner import Clock, Runner, ScanOptions, ScanSummary, utc_now
 from scanner.stored_scan import StoredScan, load_scan
+from scanner.syn import SynScanner
 from scanner.targets import expand, iter_specs, parse_excludes
 from storage.models import ScanRun
 
@@ -36,6 +37,8 @@ class ScanRequest:
     system_trust: Path | None = SYSTEM_BUNDLE
     options: ScanOptions = field(default_factory=ScanOptions)
     seed: int | None = None
+    syn: bool = False  # raw SYN pre-scan (scanner/syn.py), root only
+    syn_rate: int = 10_000  # SYN packets per second, at most
 
     def parameters(self) -> dict[str, Any]:
         return {
@@ -50,6 +53,8 @@ class ScanRequest:
             "expiring_days": self.options.expiring_days,
             "legacy_probe": self.options.legacy_probe,
             "seed": self.seed,
+            "syn": self.syn,
+            "syn_rate": self.syn_rate,
         }
 
     @classmethod
@@ -69,6 +74,8 @@ class ScanRequest:
                 legacy_probe=bool(parameters.get("legacy_probe", True)),
             ),
             seed=parameters.get("seed"),
+            syn=bool(parameters.get("syn", False)),
+            syn_rate=int(parameters.get("syn_rate", 10_000)),
         )
 
 
@@ -119,12 +126,20 @@ async def scan(
         endpoints = await remaining_endpoints(sessions, resume_id, endpoints)
     else:
         scan_id = await inventory.start(request.parameters()) if inventory else None
+    presence: dict[tuple[str, int], Status] = {}
+    if request.syn:
+        # Issue 5 §2: TLS only on ports that answered the SYN; IPv6 endpoints are connected to.
+        syn = SynScanner(
+            rate=request.syn_rate, timeout=request.options.timeout, retries=request.options.retries
+        )
+        states = await syn.scan([e.key for e in endpoints if e.ip.version == 4])
+        presence = {key: state for key, state in states.items() if state is not Status.OK}
     runner = Runner(
         request.options, store, observer=observer, sink=inventory, clock=clock, issued=issued
     )
     status = "interrupted"
     try:
-        summary = await runner.run(endpoints)
+        summary = await runner.run(endpoints, presence)
         status = "done"
     finally:
         if inventory is not None:
