@@ -64,6 +64,11 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help="raw SYN pre-scan (root): TLS only on ports that answer SYN-ACK",
     )
     p.add_argument("--rate", type=int, metavar="PPS", help="--syn packets per second, at most")
+    p.add_argument(
+        "--no-known-names",
+        action="store_true",
+        help="do not add SNI names the inventory and CT matches know for each address",
+    )
     p.add_argument("--seed", type=int, help="seed of the sweep order (default: random)")
     p.add_argument("--no-inventory", action="store_true", help="do not write to the database")
     p.add_argument(
@@ -119,6 +124,7 @@ def request_from_args(
         ),
         seed=args.seed,
         syn=args.syn,
+        known_names=conf.known_names and not args.no_known_names,
         syn_rate=_or(args.rate, conf.syn_rate),
     )
 

@@ -18,6 +18,7 @@ from scanner.findings import SYSTEM_BUNDLE, TrustStore
 from scanner.inventory import Inventory
 from scanner.issued import IssuedLookup
 from scanner.jobs import Observer, Status
+from scanner.known_names import add_known_names
 from scanner.resume import remaining_endpoints
 from scanner.runner import Clock, Runner, ScanOptions, ScanSummary, utc_now
 from scanner.stored_scan import StoredScan, load_scan
@@ -39,6 +40,7 @@ class ScanRequest:
     seed: int | None = None
     syn: bool = False  # raw SYN pre-scan (scanner/syn.py), root only
     syn_rate: int = 10_000  # SYN packets per second, at most
+    known_names: bool = True  # also try SNI names the inventory and CT know for each address
 
     def parameters(self) -> dict[str, Any]:
         return {
@@ -55,6 +57,7 @@ class ScanRequest:
             "seed": self.seed,
             "syn": self.syn,
             "syn_rate": self.syn_rate,
+            "known_names": self.known_names,
         }
 
     @classmethod
@@ -76,6 +79,7 @@ class ScanRequest:
             seed=parameters.get("seed"),
             syn=bool(parameters.get("syn", False)),
             syn_rate=int(parameters.get("syn_rate", 10_000)),
+            known_names=bool(parameters.get("known_names", True)),
         )
 
 
@@ -109,6 +113,8 @@ async def scan(
     specs = list(iter_specs(request.targets))
     excludes = parse_excludes(request.excludes)
     endpoints, unresolved = await expand(specs, request.ports, excludes, seed=request.seed)
+    if sessions is not None and request.known_names:
+        await add_known_names(sessions, endpoints)
     store = TrustStore.load(system=request.system_trust)
     for path in extra_anchors:
         store.add(TrustStore.load([path], system=None).anchors, roots_only=True)

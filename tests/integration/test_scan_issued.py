@@ -1,5 +1,6 @@
 """The scanner meets certificates certyard issued: the inventory links them to their issuance
-records, and one that certyard revoked is reported ``revoked`` (issue 5 §5, §6)."""
+records, and one that certyard revoked is reported ``revoked`` (issue 5 §5, §6); a later scan
+of the bare addresses still tries the SNI names the inventory knows (issue 5 §3)."""
 
 from __future__ import annotations
 
@@ -85,6 +86,18 @@ async def test_issued_certificates_are_linked_and_revocation_reported(
             if f["code"] == "revoked"
         }
         assert revoked == {(f"{NET}2", None), (f"{NET}2", "revoked.fleet.test")}
+        # A later scan of the bare addresses still tries the names the inventory knows there.
+        bare = ScanRequest(
+            targets=[t.split("@", 1)[1] for t in targets],
+            trust=[root],
+            system_trust=None,
+            options=ScanOptions(timeout=2.0, retries=0, legacy_probe=False),
+        )
+        again = await scan(bare, sessions=ca.sessions)
+        assert {(e["ip"], e["sni"]) for e in again.document["endpoints"]} == {
+            (f"{NET}1", None), (f"{NET}1", "kept.fleet.test"),
+            (f"{NET}2", None), (f"{NET}2", "revoked.fleet.test"),
+        }  # fmt: skip
         async with ca.sessions() as session:
             links = {
                 row.sha256: row.issued_certificate_id
