@@ -65,6 +65,11 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     p.add_argument("--rate", type=int, metavar="PPS", help="--syn packets per second, at most")
     p.add_argument(
+        "--no-ocsp-stapling",
+        action="store_true",
+        help="skip the handshake that asks for a stapled OCSP response",
+    )
+    p.add_argument(
         "--no-known-names",
         action="store_true",
         help="do not add SNI names the inventory and CT matches know for each address",
@@ -121,6 +126,7 @@ def request_from_args(
             per_host=per_host,
             expiring_days=_or(args.expiring_days, conf.expiring_days),
             legacy_probe=conf.legacy_probe and not args.no_legacy_probe,
+            ocsp_stapling=conf.ocsp_stapling and not args.no_ocsp_stapling,
         ),
         seed=args.seed,
         syn=args.syn,

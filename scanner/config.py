@@ -24,5 +24,6 @@ class ScanSettings(BaseModel):
     per_host: int = Field(default=4, ge=1)  # connections open at once to one address
     expiring_days: float = Field(default=30.0, ge=0)  # expiring_soon threshold
     legacy_probe: bool = True  # one more handshake per ip:port capped at TLS 1.1
+    ocsp_stapling: bool = True  # one more handshake per direct-TLS ip:port asking for OCSP
     known_names: bool = True  # also try SNI names the inventory and CT know for each address
     syn_rate: int = Field(default=10_000, ge=1)  # --syn: SYN packets per second, at most

@@ -98,6 +98,7 @@ class Inventory:
                     status=report.result.status.value,
                     chain=hashes,
                     host_keys=report.result.host_keys or None,
+                    ocsp_stapling=report.result.ocsp_stapling,
                     tls_version=report.result.tls_version,
                     cipher=report.result.cipher,
                     error=report.result.error,

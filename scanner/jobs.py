@@ -43,6 +43,8 @@ class ProbeResult:
     attempts: int = 1
     # SSH endpoints (scanner/ssh_probe.py): one JSON-ready description per host key/certificate.
     host_keys: list[dict[str, Any]] = field(default_factory=list)
+    # RFC 6066 §8: the stapled OCSP response (scanner/ocsp_staple.py); None = not checked.
+    ocsp_stapling: dict[str, Any] | None = None
 
 
 class Observer(Protocol):

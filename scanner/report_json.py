@@ -56,6 +56,7 @@ def endpoint_object(report: EndpointReport) -> dict[str, Any]:
         "tls_version": result.tls_version,
         "cipher": result.cipher,
         "certificate": chain[0] if chain else None,
+        "ocsp_stapling": result.ocsp_stapling,
         "chain": chain,
         # SSH endpoints: the first host key offered, and all of them (issue 5 §8).
         **(

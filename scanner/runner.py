@@ -23,6 +23,7 @@ from typing import Protocol
 from scanner.findings import Finding, TrustStore, evaluate, evaluate_ssh, sha256_hex
 from scanner.issued import IssuedRecord
 from scanner.jobs import NullObserver, Observer, ProbeJob, ProbeResult, Status
+from scanner.ocsp_staple import check_stapling
 from scanner.ssh_probe import probe_ssh
 from scanner.targets import Endpoint
 from scanner.tls_probe import client_context, probe
@@ -44,6 +45,7 @@ class ScanOptions:
     per_host: int = 4
     expiring_days: float = 30.0
     legacy_probe: bool = True  # one more handshake per ip:port limited to TLS 1.1
+    ocsp_stapling: bool = True  # one more handshake per direct-TLS ip:port asking for OCSP
 
 
 @dataclass
@@ -162,6 +164,16 @@ class Runner:
                 extra.append(
                     Finding("deprecated_tls_version", f"accepts {legacy.tls_version}", None)
                 )
+        if first.status is Status.OK and self.options.ocsp_stapling:
+            # Stapling often depends on the name: ask with the first known one.
+            staple_job = ProbeJob(
+                ip,
+                endpoint.port,
+                endpoint.protocol,
+                endpoint.names[0] if endpoint.names else None,
+                default_host,
+            )
+            first.ocsp_stapling = await check_stapling(staple_job, seconds=self.options.timeout)
         await self._report(base, first, extra)
         if first.status in _TRANSPORT_FAILURES:
             return

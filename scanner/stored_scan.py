@@ -102,6 +102,7 @@ async def load_scan(sessions: async_sessionmaker[AsyncSession], scan_id: str) ->
             cipher=obs.cipher,
             error=obs.error,
             host_keys=list(obs.host_keys or []),
+            ocsp_stapling=obs.ocsp_stapling,
         )
         endpoint_findings = by_endpoint.get(endpoint.id, [])
         reports.append(EndpointReport(job, result, endpoint_findings))

@@ -332,6 +332,8 @@ class ScanObservation(Base):
     chain: Mapped[list[Any]]  # SHA-256 hex of each certificate sent, leaf first
     # SSH endpoints: scanner/ssh_probe.py's description of each host key (migration 0018).
     host_keys: Mapped[list[Any] | None] = mapped_column(JSON, default=None)
+    # RFC 6066 §8 stapled OCSP response summary (scanner/ocsp_staple.py); None = not checked.
+    ocsp_stapling: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     tls_version: Mapped[str | None] = mapped_column(String(16))
     cipher: Mapped[str | None] = mapped_column(String(128))
     error: Mapped[str | None] = mapped_column(Text)

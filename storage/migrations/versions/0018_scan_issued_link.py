@@ -21,10 +21,12 @@ def upgrade() -> None:
         batch.add_column(sa.Column("issued_certificate_id", sa.String(length=64), nullable=True))
     with op.batch_alter_table("scan_observations") as batch:
         batch.add_column(sa.Column("host_keys", sa.JSON(), nullable=True))
+        batch.add_column(sa.Column("ocsp_stapling", sa.JSON(), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("scan_observations") as batch:
+        batch.drop_column("ocsp_stapling")
         batch.drop_column("host_keys")
     with op.batch_alter_table("scanned_certificates") as batch:
         batch.drop_column("issued_certificate_id")
