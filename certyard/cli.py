@@ -1,49 +1,61 @@
 """The ``certyard`` command line: the parser and the dispatch (commands live in their modules,
-e.g. ``certyard.ca_commands``)."""
+e.g. ``certyard.ca_commands``).
+
+Only the module of the command being run is imported (all of them for ``--help``): the CA
+modules pull in pkilint and the PKCS#11 stack, which take seconds to import, and a scan or a
+report should not pay for them.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import sys
-from collections.abc import Callable
+from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 
-from certyard import (
-    acme_commands,
-    admin_commands,
-    audit_commands,
-    ca_commands,
-    ct_commands,
-    deploy_commands,
-    est_commands,
-    renew_commands,
-    report_commands,
-    scan_commands,
-    va_agent,
-)
 from certyard.logs import configure_logging
 from certyard.settings import Settings, SettingsError, load_settings
 
 EXIT_CONFIG = 2
 
+# Command name → its module. Each module has add_parsers(sub) (va_agent: add_parser), an async
+# run(settings, args) (va_agent: a plain one; ca_commands: run(args, settings)) and a
+# UsageError for bad arguments (exit status 2).
+COMMANDS: dict[str, str] = {
+    "ca": "certyard.ca_commands",
+    "acme": "certyard.acme_commands",
+    "est": "certyard.est_commands",
+    "scan": "certyard.scan_commands",
+    "report": "certyard.report_commands",
+    "ct": "certyard.ct_commands",
+    "renew": "certyard.renew_commands",
+    "deploy": "certyard.deploy_commands",
+    "admin": "certyard.admin_commands",
+    "audit": "certyard.audit_commands",
+    "va-agent": "certyard.va_agent",
+}
+# What these print is their output, not interleaved logs.
+QUIET_COMMANDS = ("ca", "acme", "est", "admin", "audit", "deploy", "renew")
 
-def _parser() -> argparse.ArgumentParser:
+
+def _wanted(argv: Sequence[str]) -> list[str]:
+    first = next((arg for arg in argv if not arg.startswith("-")), None)
+    return [first] if first in COMMANDS else list(COMMANDS)
+
+
+def _parser(modules: dict[str, ModuleType]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="certyard", description="certyard certificate platform")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the ACME server")
     serve.add_argument("--config", type=Path, help="TOML file layered over conf/default.toml")
-    ca_commands.add_parsers(sub)
-    acme_commands.add_parsers(sub)
-    est_commands.add_parsers(sub)
-    scan_commands.add_parsers(sub)
-    report_commands.add_parsers(sub)
-    ct_commands.add_parsers(sub)
-    renew_commands.add_parsers(sub)
-    deploy_commands.add_parsers(sub)
-    admin_commands.add_parsers(sub)
-    audit_commands.add_parsers(sub)
-    va_agent.add_parser(sub)
+    for name, module in modules.items():
+        if name == "va-agent":
+            module.add_parser(sub)
+        else:
+            module.add_parsers(sub)
     db = sub.add_parser("db", help="database commands")
     db_sub = db.add_subparsers(dest="db_command", required=True)
     upgrade = db_sub.add_parser("upgrade", help="apply pending migrations")
@@ -62,17 +74,32 @@ async def _db_upgrade(settings: Settings) -> int:
     return 0
 
 
+def _run_command(
+    module: ModuleType, name: str, settings: Settings, args: argparse.Namespace
+) -> int:
+    try:
+        if name == "ca":
+            return int(asyncio.run(module.run(args, settings)))
+        if name == "va-agent":
+            return int(module.run(settings, args))
+        return int(asyncio.run(module.run(settings, args)))
+    except module.UsageError as exc:
+        print(f"certyard: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    modules = {name: importlib.import_module(COMMANDS[name]) for name in _wanted(argv)}
+    args = _parser(modules).parse_args(argv)
     try:
         settings = load_settings(args.config)
     except SettingsError as exc:
         print(f"certyard: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     level = settings.log.level
-    quiet_commands = ("ca", "acme", "est", "admin", "audit", "deploy", "renew")
-    if args.command in quiet_commands and level == "info":
-        level = "warning"  # what a CA command prints is its output, not interleaved logs
+    if args.command in QUIET_COMMANDS and level == "info":
+        level = "warning"
     configure_logging(level, settings.log.format)
     if args.command == "serve":
         from ca.errors import CAError
@@ -85,43 +112,8 @@ def main(argv: list[str] | None = None) -> int:
             # is one clear line, not a traceback.
             print(f"certyard: cannot start: {exc}", file=sys.stderr)
             return 1
-    if args.command == "ca":
-        return asyncio.run(ca_commands.run(args, settings))
-    # Each command module raises its own UsageError for bad arguments: exit status 2.
-    runners: dict[str, tuple[Callable[[], int], type[Exception]]] = {
-        "acme": (lambda: asyncio.run(acme_commands.run(settings, args)), acme_commands.UsageError),
-        "est": (lambda: asyncio.run(est_commands.run(settings, args)), est_commands.UsageError),
-        "scan": (lambda: asyncio.run(scan_commands.run(settings, args)), scan_commands.UsageError),
-        "va-agent": (lambda: va_agent.run(settings, args), va_agent.UsageError),
-        "report": (
-            lambda: asyncio.run(report_commands.run(settings, args)),
-            report_commands.UsageError,
-        ),
-        "ct": (lambda: asyncio.run(ct_commands.run(settings, args)), ct_commands.UsageError),
-        "renew": (
-            lambda: asyncio.run(renew_commands.run(settings, args)),
-            renew_commands.UsageError,
-        ),
-        "deploy": (
-            lambda: asyncio.run(deploy_commands.run(settings, args)),
-            deploy_commands.UsageError,
-        ),
-        "admin": (
-            lambda: asyncio.run(admin_commands.run(settings, args)),
-            admin_commands.UsageError,
-        ),
-        "audit": (
-            lambda: asyncio.run(audit_commands.run(settings, args)),
-            audit_commands.UsageError,
-        ),
-    }
-    if args.command in runners:
-        run, usage_error = runners[args.command]
-        try:
-            return run()
-        except usage_error as exc:
-            print(f"certyard: {exc}", file=sys.stderr)
-            return EXIT_CONFIG
+    if args.command in modules:
+        return _run_command(modules[args.command], args.command, settings, args)
     if args.command == "db":
         return asyncio.run(_db_upgrade(settings))
     return 1

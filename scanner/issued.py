@@ -13,8 +13,17 @@ from cryptography import x509
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from ca.serials import serial_to_hex
 from storage.models import Certificate
+
+
+def serial_to_hex(serial: int) -> str:
+    """The issuance records' serial form (ca.serials.serial_to_hex: lowercase hex in whole
+    octets). Not imported from there: importing the ca package loads pkilint, seconds of start-up
+    a scan does not need."""
+    if serial <= 0:
+        raise ValueError("certificate serial numbers are positive (RFC 5280 §4.1.2.2)")
+    digits = format(serial, "x")
+    return digits if len(digits) % 2 == 0 else "0" + digits
 
 
 @dataclass(frozen=True)
