@@ -35,10 +35,14 @@ COMMANDS: dict[str, str] = {
     "deploy": "certyard.deploy_commands",
     "admin": "certyard.admin_commands",
     "audit": "certyard.audit_commands",
+    "notify": "notify.commands",
+    "scheduler": "scheduler.commands",
     "va-agent": "certyard.va_agent",
 }
 # What these print is their output, not interleaved logs.
-QUIET_COMMANDS = ("ca", "acme", "est", "admin", "audit", "deploy", "renew")
+QUIET_COMMANDS = (
+    "ca", "acme", "est", "admin", "audit", "deploy", "renew", "notify", "scheduler",
+)  # fmt: skip
 
 
 def _wanted(argv: Sequence[str]) -> list[str]:
