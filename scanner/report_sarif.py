@@ -19,13 +19,24 @@ LEVEL = {Severity.HIGH: "error", Severity.MEDIUM: "warning", Severity.LOW: "note
 SCORE = {Severity.HIGH: "7.5", Severity.MEDIUM: "5.0", Severity.LOW: "2.0"}
 
 
+def _scheme(protocol: str) -> str:
+    return "ssh" if protocol == "ssh" else "tls"
+
+
+def _rule_name(code: str) -> str:
+    """PascalCase of the code; SARIF1001 wants a rule's name to differ from its id, which a
+    one-word code ("expired") would not, case aside."""
+    name = "".join(part.capitalize() for part in code.split("_"))
+    return name if name.lower() != code.lower() else name + "Finding"
+
+
 def build(summary: ScanSummary, *, version: str = "0.1.0") -> dict[str, Any]:
     codes = sorted(SEVERITY)
     index = {code: i for i, code in enumerate(codes)}
     rules = [
         {
             "id": code,
-            "name": "".join(part.capitalize() for part in code.split("_")),
+            "name": _rule_name(code),
             "shortDescription": {"text": DESCRIPTION[code]},
             "defaultConfiguration": {"level": LEVEL[SEVERITY[code]]},
             "properties": {"security-severity": SCORE[SEVERITY[code]], "tags": ["tls"]},
@@ -46,7 +57,9 @@ def build(summary: ScanSummary, *, version: str = "0.1.0") -> dict[str, Any]:
                     "locations": [
                         {
                             "physicalLocation": {
-                                "artifactLocation": {"uri": f"tls://{_host(job.ip)}:{job.port}"}
+                                "artifactLocation": {
+                                    "uri": f"{_scheme(job.protocol)}://{_host(job.ip)}:{job.port}"
+                                }
                             },
                             "logicalLocations": [
                                 {

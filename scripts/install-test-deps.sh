@@ -39,6 +39,22 @@ else
     log "Debian packages present"
 fi
 
+# Microsoft's SARIF validator (the scanner's SARIF report is checked with it): an npm package
+# with a self-contained binary, installed under var/tools (npm itself from apt when missing).
+SARIF_TOOL=var/tools/sarif/node_modules/@microsoft/sarif-multitool-linux/Sarif.Multitool
+if [[ ! -x "$SARIF_TOOL" ]]; then
+    if ! command -v npm >/dev/null; then
+        log "installing npm (for the SARIF validator)"
+        apt-get install -y -q -o DPkg::Lock::Timeout=600 --no-install-recommends npm \
+            || { apt-get update -q && apt-get install -y -q --no-install-recommends npm; }
+    fi
+    log "npm install @microsoft/sarif-multitool-linux into var/tools/sarif"
+    mkdir -p var/tools/sarif
+    npm install --silent --no-audit --no-fund --prefix var/tools/sarif \
+        @microsoft/sarif-multitool-linux@5.7.0
+    chmod +x "$SARIF_TOOL"
+fi
+
 if [[ ! -x "$VENV/bin/pip" ]]; then
     log "creating $VENV"
     "$PYTHON" -m venv "$VENV"

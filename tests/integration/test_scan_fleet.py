@@ -478,7 +478,23 @@ async def test_cli_writes_sarif(fleet: Fleet, tmp_path: Path) -> None:
         assert r["message"]["text"]
         assert r["level"] in ("none", "note", "warning", "error")
         assert rule_ids[r["ruleIndex"]] == r["ruleId"]
-        assert r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"].startswith("tls://")
+        uri = r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]
+        assert uri.startswith(("tls://", "ssh://"))
+    # The SARIF validates: Microsoft's SARIF Multitool checks the schema (sarif-2.1.0) and its
+    # rules; any error-level result is a failure (warnings such as a missing informationUri
+    # are advice).
+    validator = require_tool("Sarif.Multitool")
+    checked = tmp_path / "validation.sarif"
+    proc = await asyncio.create_subprocess_exec(
+        validator, "validate", str(out), "-o", str(checked),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, "DOTNET_SYSTEM_GLOBALIZATION_INVARIANT": "1"},
+    )  # fmt: skip
+    output, _ = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, output.decode()
+    problems = json.loads(checked.read_text())["runs"][0].get("results", [])
+    errors = [p for p in problems if p.get("level", "warning") == "error"]
+    assert errors == [], errors
     bad = await asyncio.create_subprocess_exec(
         *certyard_command(),
         "scan",
