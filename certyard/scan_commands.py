@@ -10,16 +10,18 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TextIO, TypeVar
+from typing import Any, TextIO, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from certyard.settings import Settings
 from scanner.config import ScanSettings
+from scanner.diff import diff
 from scanner.jobs import ProbeJob, ProbeResult
 from scanner.reports import FORMATS, render
 from scanner.runner import ScanOptions
 from scanner.scan import ScanOutcome, ScanRequest, scan
+from scanner.stored_scan import load_scan, previous_scan_id
 from scanner.syn import SynUnavailable
 from scanner.targets import TargetError, parse_ports, read_targets_file
 from storage.engine import create_engine, is_sqlite, migrate, session_factory
@@ -249,10 +251,11 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
         finally:
             if progress is not None:
                 progress.stop()
+        changes = await _changes_since_previous(sessions, outcome) if sessions else None
     finally:
         if engine is not None:
             await engine.dispose()
-    text = render(args.format, outcome.document, outcome.summary)
+    text = render(args.format, outcome.document, outcome.summary, changes)
     if args.out is not None:
         args.out.write_text(text)
         print_summary(outcome, sys.stdout)
@@ -260,6 +263,19 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
         sys.stdout.write(text)
         print_summary(outcome, sys.stderr)
     return 0
+
+
+async def _changes_since_previous(
+    sessions: async_sessionmaker[AsyncSession], outcome: ScanOutcome
+) -> dict[str, Any] | None:
+    """Issue 5 §7: every report carries the diff against the scan before it."""
+    if outcome.scan_id is None:
+        return None
+    before_id = await previous_scan_id(sessions, outcome.scan_id)
+    if before_id is None:
+        return None
+    before = await load_scan(sessions, before_id)
+    return diff(before.document(), outcome.document)
 
 
 async def _recorded_request(

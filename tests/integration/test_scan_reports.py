@@ -116,6 +116,17 @@ async def test_reports_of_recorded_scans(fleet: Fleet, tmp_path: Path) -> None:
     code, out, err = await _cli(env, "report", "--scan", "scan-nope")
     assert code == 2 and "no scan scan-nope" in err and "Traceback" not in err
 
+    # A scan run from the command line carries the diff against the scan before it too.
+    code, out, err = await _cli(
+        env, "scan", *fleet.targets[1:], "--trust", str(fleet.trust), "--timeout", "1.5",
+        "--retries", "0",
+    )  # fmt: skip
+    assert code == 0, err
+    third = json.loads(out)
+    assert third["diff"]["from_scan"] == second.scan_id
+    assert third["diff"]["to_scan"] == third["scan"]["id"]
+    assert third["diff"]["new_endpoints"] == third["diff"]["vanished_endpoints"] == []
+
     html = tmp_path / "report.html"
     code, _, err = await _cli(
         env, "report", "--scan", second.scan_id, "--format", "html", "--out", str(html)
