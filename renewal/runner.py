@@ -275,19 +275,20 @@ class RenewalRunner:
                 certificate_sha256=entry.item.key, names=entry.item.names
             )
             if target is None:
+                await self._notify(entry, "no deploy target serves it")
                 return self._rec(entry, "failed", "failed", "no deploy target serves it")
             outcome = await self.deployer.renew_target(target)
         except Exception as exc:  # one target's failure must not stop the run
             # Logged without a traceback: an unknown target or an SSH failure is an outcome
             # the operator reads in the history, not a crash.
             log.warning("renewal_deploy_failed", certificate=entry.item.key, error=repr(exc))
-            return self._rec(
-                entry, "failed", "failed", f"deploy failed: {exc or type(exc).__name__}"
-            )
+            detail = f"deploy failed: {exc or type(exc).__name__}"
+            await self._notify(entry, detail)
+            return self._rec(entry, "failed", "failed", detail)
+        # A deployment that ran and failed was already notified by the deployer
+        # (deploy_failed, with the rollback's outcome): one notification per failure.
         status, detail = str(outcome.status), str(outcome.detail)
         ok = status == "deployed"
-        if not ok:
-            await self._notify(entry, f"deployment to {target} {status}: {detail}")
         return self._rec(
             entry, "deployed" if ok else "failed", "ok" if ok else "failed", f"{target}: {detail}"
         )

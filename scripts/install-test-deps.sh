@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 VENV="${VENV:-.venv}"
 PACKAGES=(softhsm2 postgresql lego openssl curl ca-certificates python3-venv haproxy
-          certspotter prometheus chromium openssh-client)
+          certspotter prometheus chromium openssh-client openssh-server)
 
 log() { printf 'install-test-deps: %s\n' "$*" >&2; }
 
