@@ -14,6 +14,14 @@ Each certificate goes through the same steps (docs/ca.md, "Issuance"):
 
 A record whose signing fails stays "signing": it names a serial that may exist, so it can be
 revoked and revocation services treat it as issued.
+
+Audit (docs/audit.md): before step 2 an entry "certificate.issue" with outcome "intent" (names,
+serial, TBS hash) is appended to the audit trail, and before step 5 one with outcome "success"
+(the certificate's SHA-256). If either cannot be written the issuance stops with
+``CAError("internal")``: without its intent nothing is recorded or signed; without its success
+entry the certificate is never released (the record stays "signing", see above). A revocation
+is recorded as "certificate.revoke" after it commits; it is not undone when that entry fails
+(refusing to revoke would leave a compromised key trusted), the failure is logged instead.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKey
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from audit.recorder import AuditRecorder, NullRecorder
 from ca.ceremony import check_name_constraints
 from ca.config import CAConfig
 from ca.der import replace_signature
@@ -138,8 +147,11 @@ class IssuanceService:
         backend: KeyBackend,
         config: CAConfig,
         clock: Callable[[], datetime],
+        *,
+        audit: AuditRecorder | None = None,
     ) -> None:
         self._sessions = sessions
+        self._audit: AuditRecorder = audit if audit is not None else NullRecorder()
         self._hierarchy = hierarchy
         self._backend = backend
         self._clock = clock
@@ -212,15 +224,22 @@ class IssuanceService:
             draft, warnings = await self._draft(builder, issuer, leaf)
             # RFC 5280 §4.2.1.10: a constrained issuer never signs a name outside its subtrees.
             check_name_constraints(issuer.certificate, draft)
+            cert_id = secrets.token_urlsafe(16)
+            await self._audit_issue(cert_id, draft, request, issuer, outcome="intent")
             try:
-                cert_id = await self._insert_record(draft, request, warnings, issuer)
+                await self._insert_record(cert_id, draft, request, warnings, issuer)
             except DuplicateSerialError:
                 continue  # RFC 5280 §4.1.2.2: serials are unique per issuer; draw another
             break
         else:
             raise CAError("internal", f"serial number collided {MAX_SERIAL_ATTEMPTS} times")
-        cert = await self._sign(draft, issuer)
+        try:
+            cert = await self._sign(draft, issuer)
+        except CAError as exc:
+            await self._audit_failure(cert_id, draft, request, exc)
+            raise
         issued = self._issued(cert_id, cert, leaf.name, warnings, issuer)
+        await self._audit_issue(cert_id, draft, request, issuer, outcome="success", cert=issued)
         await self._complete(issued, _tbs_sha256(draft), session)
         log.info("certificate_issued", id=cert_id, serial=issued.serial_hex, profile=leaf.name)
         return issued
@@ -296,21 +315,40 @@ class IssuanceService:
             not_after=issued.not_after,
         )
 
-    async def revoke(self, cert_id: str, reason: int) -> None:
+    async def revoke(self, cert_id: str, reason: int, *, actor: str | None = None) -> None:
         """Revoke a valid certificate with an RFC 5280 §5.3.1 reason code. Works on any
-        record, including one still "signing" (its serial may exist: a failed completion)."""
+        record, including one still "signing" (its serial may exist: a failed completion).
+        ``actor`` (who asked) goes into the audit entry; default "unspecified"."""
         if not 0 <= reason <= _MAX_REVOCATION_REASON or reason == _UNUSED_REVOCATION_REASON:
             raise CAError("malformed", f"{reason} is not an RFC 5280 revocation reason code")
         try:
             async with self._sessions() as session, session.begin():
                 if await certificate_repo.mark_revoked(session, cert_id, reason, self._clock()):
-                    return
-                row = await certificate_repo.get_by_id(session, cert_id)
+                    row = await certificate_repo.get_by_id(session, cert_id)
+                    serial = row.serial if row is not None else ""
+                    revoked = True
+                else:
+                    revoked = False
+                    row = await certificate_repo.get_by_id(session, cert_id)
         except SQLAlchemyError as exc:
             raise CAError("internal", "revocation could not be stored", exc) from exc
+        if revoked:
+            await self._audit_revoke(cert_id, serial, reason, actor or "unspecified")
+            return
         if row is None:
             raise CAError("not_found", f"no certificate {cert_id!r}")
         raise CAError("conflict", "already revoked")
+
+    async def _audit_revoke(self, cert_id: str, serial: str, reason: int, actor: str) -> None:
+        try:
+            await self._audit.record(
+                actor=actor,
+                action="certificate.revoke",
+                target=f"serial:{serial}",
+                details={"certificate_id": cert_id, "serial": serial, "reason": reason},
+            )
+        except Exception:  # see the module docstring: the revocation stands
+            log.error("revocation_audit_failed", certificate=cert_id, serial=serial)
 
     async def get_certificate(self, cert_id: str) -> StoredCertificate | None:
         try:
@@ -358,15 +396,72 @@ class IssuanceService:
         report.enforce(profile=leaf.name, serial=serial_to_hex(draft.serial_number))
         return draft, tuple(str(warning) for warning in report.warnings)
 
+    async def _audit_issue(
+        self,
+        cert_id: str,
+        draft: x509.Certificate,
+        request: _Request,
+        issuer: IssuerHandle,
+        *,
+        outcome: str,
+        cert: IssuedCertificate | None = None,
+    ) -> None:
+        """The "certificate.issue" audit entry; CAError when it cannot be written."""
+        serial = serial_to_hex(draft.serial_number)
+        details: dict[str, object] = {
+            "certificate_id": cert_id,
+            "requester": request.requester,
+            "profile": request.profile.name,
+            "names": request.names,
+            "serial": serial,
+            "issuer": issuer.id,
+            "tbs_sha256": _tbs_sha256(draft),
+            "spki_sha256": request.spki_sha256,
+            "account_id": request.account_id,
+            "order_id": request.order_id,
+        }
+        if cert is not None:
+            details["certificate_sha256"] = hashlib.sha256(cert.der).hexdigest()
+            details["not_after"] = cert.not_after.isoformat()
+        try:
+            await self._audit.record(
+                actor=request.requester,
+                action="certificate.issue",
+                target=f"serial:{serial}",
+                outcome=outcome,
+                details=details,
+            )
+        except Exception as exc:  # any recorder failure: AuditRecorder documents "raises"
+            log.error("issuance_audit_failed", serial=serial, outcome=outcome)
+            raise CAError(
+                "internal", "the audit entry could not be written; issuance refused", exc
+            ) from exc
+
+    async def _audit_failure(
+        self, cert_id: str, draft: x509.Certificate, request: _Request, error: CAError
+    ) -> None:
+        """Best effort: signing failed, the record stays "signing"; the error is the caller's."""
+        serial = serial_to_hex(draft.serial_number)
+        try:
+            await self._audit.record(
+                actor=request.requester,
+                action="certificate.issue",
+                target=f"serial:{serial}",
+                outcome="failure",
+                details={"certificate_id": cert_id, "serial": serial, "error": error.kind},
+            )
+        except Exception:  # the signing error matters more than its audit entry
+            log.error("issuance_audit_failed", serial=serial, outcome="failure")
+
     async def _insert_record(
         self,
+        cert_id: str,
         draft: x509.Certificate,
         request: _Request,
         warnings: tuple[str, ...],
         issuer: IssuerHandle,
-    ) -> str:
+    ) -> None:
         """Step 2: the "signing" record, committed on its own. Raises DuplicateSerialError."""
-        cert_id = secrets.token_urlsafe(16)
         try:
             async with self._sessions() as session, session.begin():
                 await certificate_repo.insert_signing_record(
@@ -388,7 +483,6 @@ class IssuanceService:
                 )
         except SQLAlchemyError as exc:
             raise CAError("internal", "the issuance record could not be written", exc) from exc
-        return cert_id
 
     async def _sign(self, draft: x509.Certificate, issuer: IssuerHandle) -> x509.Certificate:
         """Steps 3 and 4: the backend signs the linted TBS; the spliced certificate must carry

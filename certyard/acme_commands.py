@@ -16,6 +16,8 @@ from pathlib import Path
 
 from sqlalchemy import select, update
 
+from audit.cli import record_in
+from audit.errors import AuditError
 from ca.serials import serial_to_hex
 from certyard.settings import Settings
 from storage.engine import create_engine, migrate, session_factory
@@ -74,6 +76,14 @@ class UsageError(Exception):
 
 
 async def run(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        return await _run(settings, args)
+    except AuditError as exc:
+        print(f"certyard: {exc.detail}", file=sys.stderr)
+        return 1
+
+
+async def _run(settings: Settings, args: argparse.Namespace) -> int:
     engine = create_engine(settings.database_url)
     try:
         await migrate(engine)
@@ -101,6 +111,18 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
                             max_validity_days=args.max_validity_days,
                             description=args.description,
                         )
+                    )
+                    # The HMAC key is a secret: never in the audit trail.
+                    await record_in(
+                        session,
+                        action="acme.eab.create",
+                        target=f"eab:{kid}",
+                        details={
+                            "allowed_domains": [d.lower() for d in args.allow_domain],
+                            "allowed_profiles": list(args.profile),
+                            "expires": expires.isoformat() if expires else None,
+                            "max_validity_days": args.max_validity_days,
+                        },
                     )
                 hmac_b64 = base64.urlsafe_b64encode(key).decode().rstrip("=")
                 if args.json:
@@ -138,6 +160,8 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
                     .where(EabKey.kid == args.kid, EabKey.revoked_at.is_(None))
                     .values(revoked_at=now)
                 )
+                if result.rowcount == 1:  # type: ignore[attr-defined]
+                    await record_in(session, action="acme.eab.revoke", target=f"eab:{args.kid}")
             if result.rowcount != 1:  # type: ignore[attr-defined]
                 print(f"certyard: no active EAB key {args.kid}", file=sys.stderr)
                 return 1
@@ -160,7 +184,21 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
             query = query.where(Certificate.issuer_id == args.issuer)
         async with sessions.begin() as session:
             result = await session.execute(query.values(ari_window_start=start, ari_window_end=end))
-        count = int(result.rowcount)  # type: ignore[attr-defined]
+            changed = int(result.rowcount)  # type: ignore[attr-defined]
+            if changed:
+                await record_in(
+                    session,
+                    action="acme.ari.advance",
+                    target=f"issuer:{args.issuer}" if args.issuer else "serials",
+                    details={
+                        "serials": list(args.serial or []),
+                        "issuer": args.issuer,
+                        "window_start": start.isoformat(),
+                        "window_end": end.isoformat(),
+                        "certificates": changed,
+                    },
+                )
+        count = changed
         print(
             f"advanced the renewal window of {count} certificate(s) to "
             f"{start.isoformat()} .. {end.isoformat()}"

@@ -19,6 +19,8 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from audit.cli import record_in
+from audit.errors import AuditError
 from certyard.settings import Settings
 from est_server.auth import hash_password
 from storage.engine import create_engine, migrate, session_factory
@@ -105,6 +107,12 @@ async def _approvals(sessions: async_sessionmaker[AsyncSession], args: argparse.
             .where(EstPending.id == args.id, EstPending.state == "pending")
             .values(state=state, decided_at=dt.datetime.now(dt.UTC))
         )
+        if result.rowcount == 1:  # type: ignore[attr-defined]
+            await record_in(
+                session,
+                action=f"est.enrollment.{args.est_command}",
+                target=f"est-pending:{args.id}",
+            )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         print(f"certyard: no pending EST enrollment {args.id}", file=sys.stderr)
         return 1
@@ -113,6 +121,14 @@ async def _approvals(sessions: async_sessionmaker[AsyncSession], args: argparse.
 
 
 async def run(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        return await _run(settings, args)
+    except AuditError as exc:
+        print(f"certyard: {exc.detail}", file=sys.stderr)
+        return 1
+
+
+async def _run(settings: Settings, args: argparse.Namespace) -> int:
     if args.est_command != "user":
         engine = create_engine(settings.database_url)
         try:
@@ -142,6 +158,12 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
                             created_at=dt.datetime.now(dt.UTC),
                         )
                     )
+                    await record_in(
+                        session,
+                        action="est.user.add",
+                        target=f"est-user:{args.name}",
+                        details={"label": args.label},
+                    )
             except IntegrityError:
                 print(f"certyard: EST user {args.name} already exists", file=sys.stderr)
                 return 1
@@ -150,6 +172,10 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
         if args.user_command == "remove":
             async with sessions.begin() as session:
                 result = await session.execute(delete(EstUser).where(EstUser.name == args.name))
+                if result.rowcount == 1:  # type: ignore[attr-defined]
+                    await record_in(
+                        session, action="est.user.remove", target=f"est-user:{args.name}"
+                    )
             if result.rowcount != 1:  # type: ignore[attr-defined]
                 print(f"certyard: no EST user {args.name}", file=sys.stderr)
                 return 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -15,6 +15,11 @@ from acme_server.config import AcmeConfig
 from acme_server.ratelimits import Limit, RateLimitConfig
 from acme_server.va import ValidationConfig
 from acme_server.va.remote import RemotePerspective
+from audit.config_changes import record_config
+from audit.errors import AuditError
+from audit.keys import AuditSigner
+from audit.recorder import AuditRecorder, NullRecorder
+from audit.trail import AuditTrail
 from ca.authority import CertificateAuthority
 from ca.ceremony import Ceremony, default_ceremony
 from ca.config import CAConfig, ProfileConfig, default_profiles
@@ -47,6 +52,8 @@ class Services:
     crls: CRLService
     ocsp: OCSPResponder
     authority: CertificateAuthority
+    # The hash-chained audit trail (audit.trail.AuditTrail) every front end records through.
+    audit: AuditRecorder = field(default_factory=NullRecorder)
 
     async def close(self) -> None:
         close = getattr(self.backend, "close", None)
@@ -242,7 +249,8 @@ async def build_services(
         backend = key_backend(settings)
         config = ca_config(settings)
         hierarchy = await _hierarchy(sessions, backend, config, hierarchy_mode, ceremony)
-        issuance = IssuanceService(sessions, hierarchy, backend, config, utc_now)
+        trail = audit_trail(settings, sessions, backend)
+        issuance = IssuanceService(sessions, hierarchy, backend, config, utc_now, audit=trail)
         crls = CRLService(
             sessions,
             hierarchy,
@@ -255,6 +263,11 @@ async def build_services(
                 shards=settings.ca.crl_shards,
             ),
         )
+        try:
+            # A start with settings that differ from the last recorded ones is a change.
+            await record_config(trail, sessions, settings.model_dump(mode="json"))
+        except AuditError as exc:
+            raise CAError("internal", f"audit trail: {exc.detail}", exc) from exc
         signers = OCSPSignerProvider(sessions, hierarchy, backend, utc_now)
         ocsp = OCSPResponder(
             sessions,
@@ -272,7 +285,17 @@ async def build_services(
         raise
     write_root(data_dir, hierarchy.root_pem())
     authority = CertificateAuthority(sessions, issuance, crls, ocsp)
-    return Services(settings, engine, sessions, hierarchy, issuance, backend, crls, ocsp, authority)
+    return Services(
+        settings, engine, sessions, hierarchy, issuance, backend, crls, ocsp, authority, trail
+    )
+
+
+def audit_trail(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession], backend: KeyBackend
+) -> AuditTrail:
+    """The audit trail, its checkpoints signed by an audit key on the CA's key backend."""
+    signer = AuditSigner(sessions, backend, settings.audit.key_label, utc_now)
+    return AuditTrail(sessions, settings.audit, signer=signer, clock=utc_now)
 
 
 def write_root(data_dir: Path, pem: str) -> Path:
