@@ -108,12 +108,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         from ca.errors import CAError
         from certyard.server import serve
+        from notify.errors import NotifyConfigError
+        from scheduler.runner import SchedulerConfigError
 
         try:
             return asyncio.run(serve(settings))
-        except CAError as exc:
-            # A CA that cannot start (no token, bad PIN file, a profile the linter refuses)
-            # is one clear line, not a traceback.
+        except (CAError, NotifyConfigError, SchedulerConfigError) as exc:
+            # A CA that cannot start (no token, bad PIN file, a profile the linter refuses),
+            # an unreadable webhook secret or an unknown job kind is one clear line.
             print(f"certyard: cannot start: {exc}", file=sys.stderr)
             return 1
     if args.command in modules:

@@ -1,4 +1,5 @@
-"""``certyard serve``: one HTTPS listener for ACME, with background validation workers.
+"""``certyard serve``: one HTTPS listener for ACME, with background validation workers, and the
+admin listener (``admin.listen``: the admin API, /metrics, /healthz, /readyz; docs/admin-api.md).
 
 The listener's certificate is issued by certyard's own CA at every start, for server.hostnames.
 SIGTERM and SIGINT stop accepting connections and let requests in flight finish (up to
@@ -26,23 +27,29 @@ from acme_server.nonces import NonceService
 from acme_server.ratelimits import RateLimiter
 from acme_server.urls import PREFIX, Urls
 from acme_server.validation_worker import ValidationWorker
-from ca.config import SERVER_KINDS
-from ca.errors import CAError
+from admin_api.app import create_app as create_admin_app
+from admin_api.context import AdminServices
+from audit.recorder import AuditRecorder, NullRecorder
+from audit.trail import AuditTrail
 from certyard.health import HealthChecks, add_health_routes
+from certyard.jobs import build_registry
+from certyard.metrics import metrics_handler
 from certyard.settings import Settings, parse_hostport
 from certyard.wiring import (
     Services,
     acme_config,
     build_services,
-    ca_config,
     ensure_private_dir,
     rate_limit_config,
     utc_now,
 )
 from est_server.app import PREFIX as EST_PREFIX
 from est_server.app import create_app as create_est_app
-from est_server.context import EstContext, EstLabel
+from est_server.context import EstContext
+from est_server.wiring import add_manufacturer_trust, build_est_context
+from notify.dispatcher import build_notifier
 from revocation_server.app import create_app as create_revocation_app
+from scheduler.runner import check_kinds, run_scheduler
 from storage.repositories import leases
 
 log = structlog.get_logger("certyard")
@@ -79,6 +86,8 @@ async def server_ssl_context(services: Services) -> ssl.SSLContext:
     context.load_verify_locations(
         cadata="".join([hierarchy.root_pem(), *(h.pem for h in hierarchy.intermediates)])
     )
+    # RFC 7030 §3.3.2: EST labels may also accept IDevID certificates of manufacturer CAs.
+    add_manufacturer_trust(context, services.settings)
     context.load_cert_chain(cert_path, key_path, password=creds.key_password)
     for path in (cert_path, key_path):
         path.unlink(missing_ok=True)  # loaded; nothing to leave behind
@@ -126,54 +135,6 @@ def build_acme_context(services: Services, worker_wake: list[ValidationWorker]) 
 def _wake_all(workers: list[ValidationWorker]) -> None:
     for worker in workers:
         worker.wake()
-
-
-def build_est_context(services: Services) -> EstContext:
-    """The EST labels of the settings, resolved against the CA hierarchy (CAError
-    "malformed" for a label naming an unknown profile or issuer)."""
-    settings = services.settings
-    hierarchy = services.hierarchy
-    kinds = {profile.name: profile.kind for profile in ca_config(settings).profiles}
-    labels: dict[str, EstLabel] = {}
-    for name, label in settings.est.labels.items():
-        where = f"est.labels.{name}"
-        kind = kinds.get(label.profile)
-        if kind is None:
-            raise CAError("malformed", f"{where}.profile: no profile {label.profile!r}")
-        chain: str | None = None
-        if not label.issuer:
-            issuers = [handle for handle in hierarchy.intermediates if handle.active]
-        else:
-            found = (
-                hierarchy.active(label.issuer)
-                if label.issuer in ("ecdsa", "rsa")
-                else hierarchy.issuer(label.issuer)
-            )
-            if found is None or found.chain is None or not found.active:
-                raise CAError(
-                    "malformed", f"{where}.issuer: no active intermediate {label.issuer!r}"
-                )
-            issuers, chain = [found], found.chain
-        labels[name] = EstLabel(
-            name=name,
-            # RFC 7030 §4.1.3: the issuing CA certificate(s), then the root.
-            ca_certificates=(*(h.certificate for h in issuers), hierarchy.root.certificate),
-            profile=label.profile,
-            auth=label.auth,
-            reenroll_key_change=label.reenroll_key_change,
-            chain=chain,
-            use_common_name=kind not in SERVER_KINDS,
-            approval=label.approval,
-        )
-    return EstContext(
-        labels=labels,
-        default_label=settings.est.default_label,
-        issuer=services.authority,
-        lookup=services.issuance,
-        sessions=services.sessions,
-        clock=utc_now,
-        max_body_bytes=settings.est.max_body_bytes,
-    )
 
 
 def build_https_app(
@@ -228,15 +189,41 @@ def build_http_app(services: Services) -> web.Application:
     return create_revocation_app(services.crls, services.ocsp, issuer_certs=issuers)
 
 
+def build_admin_app(
+    services: Services, checks: HealthChecks, recorder: AuditRecorder | None = None
+) -> web.Application:
+    """The admin listener: the admin API (/api/v1, /api/openapi.json, /api/docs), Prometheus
+    /metrics, and /healthz and /readyz as on the public listener."""
+    settings = services.settings
+    admin = AdminServices(
+        settings=settings.admin,
+        sessions=services.sessions,
+        revoker=services.authority,  # revokes through IssuanceService, then refreshes CRL/OCSP
+        key_backend=services.backend,
+        recorder=recorder or NullRecorder(),
+        clock=utc_now,
+        est_labels=tuple(settings.est.labels),
+        scan_anchors=(settings.server.data_dir / "ca" / "root.pem",),
+    )
+    app = create_admin_app(admin)
+    add_health_routes(app, checks)
+    app.router.add_get("/metrics", metrics_handler)
+    return app
+
+
 async def serve(settings: Settings) -> int:
     services = await build_services(settings)
     workers: list[ValidationWorker] = []
     context = build_acme_context(services, workers)
     worker = ValidationWorker(context, context.config.validation_workers)
     workers.append(worker)
-    app = build_https_app(
-        context, HealthChecks(services.engine, services.backend), build_est_context(services)
-    )
+    checks = HealthChecks(services.engine, services.backend)
+    app = build_https_app(context, checks, build_est_context(services))
+    # Notifications for everything that raises them (renewal, deployment, CT), and the
+    # scheduler's jobs (docs/scheduler.md); an unknown job kind stops the start here.
+    build_notifier(settings.notify, services.sessions)  # [notify] secrets readable, or stop
+    registry = build_registry(settings, services)
+    check_kinds(settings.scheduler, registry)
     ssl_context = await server_ssl_context(services)
     host, port = settings.listen_host_port
     runner = web.AppRunner(
@@ -252,6 +239,14 @@ async def serve(settings: Settings) -> int:
             access_log=None,
         )
         await http_runner.setup()
+    admin_runner: web.AppRunner | None = None
+    if settings.admin.listen:
+        admin_runner = web.AppRunner(
+            build_admin_app(services, checks, recorder=services.audit),
+            shutdown_timeout=settings.server.shutdown_grace_seconds,
+            access_log=None,
+        )
+        await admin_runner.setup()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -263,14 +258,31 @@ async def serve(settings: Settings) -> int:
         if http_runner is not None:
             http_host, http_port = parse_hostport(settings.server.http_listen)
             await web.TCPSite(http_runner, http_host, http_port, reuse_address=True).start()
+        if admin_runner is not None:
+            admin_host, admin_port = parse_hostport(settings.admin.listen)
+            # admin.tls: the public listener's certificate; else plain HTTP (loopback).
+            await web.TCPSite(
+                admin_runner,
+                admin_host,
+                admin_port,
+                ssl_context=ssl_context if settings.admin.tls else None,
+                reuse_address=True,
+            ).start()
         worker.start()
         background.append(asyncio.create_task(_purge_loop(context, instance)))
         background.append(asyncio.create_task(_crl_loop(services)))
+        scheduler_task = asyncio.create_task(
+            run_scheduler(services.sessions, registry, settings.scheduler, instance, stop)
+        )
+        if isinstance(services.audit, AuditTrail):
+            # Time-based audit checkpoints (count-based ones happen on each append).
+            background.append(asyncio.create_task(services.audit.run_checkpoints()))
         log.info(
             "certyard_started",
             acme_directory=context.urls.directory,
             listen=f"{host}:{port}",
             crl_ocsp=settings.http_public_url,
+            admin=settings.admin.listen or None,
             root_certificate=str(Path(settings.server.data_dir) / "ca" / "root.pem"),
             key_backend=services.backend.name,
             database=settings.database_url.split("@")[-1],
@@ -278,6 +290,8 @@ async def serve(settings: Settings) -> int:
         )
         await stop.wait()
         log.info("certyard_stopping")
+        # The scheduler records runs still in progress and gives back its leases.
+        await asyncio.wait_for(scheduler_task, settings.server.shutdown_grace_seconds)
     finally:
         for task in background:
             task.cancel()
@@ -285,6 +299,8 @@ async def serve(settings: Settings) -> int:
         await runner.cleanup()  # stops listening, waits for requests in flight
         if http_runner is not None:
             await http_runner.cleanup()
+        if admin_runner is not None:
+            await admin_runner.cleanup()
         await worker.stop()
         await services.close()
     log.info("certyard_stopped")

@@ -266,10 +266,20 @@ class EstLabelSettings(_Section):
     # RFC 7030 §3.3.2 / IEEE 802.1AR: PEM files of manufacturer CAs whose IDevID certificates
     # may authenticate simpleenroll (initial enrollment) under this label.
     manufacturer_cas: list[Path] = Field(default_factory=list)
+    # RFC 7030 §4.4.1.2 DecryptKeyIdentifier: a file (mode 0600) of "<key id hex> <AES key hex>"
+    # lines, the symmetric keys devices share with this label for encrypted serverkeygen.
+    decrypt_keys_file: Path | None = None
     # Enrollments (simpleenroll + simplereenroll + serverkeygen) per window and server process;
     # beyond it 429 with Retry-After. 0: unlimited.
     rate_limit: int = Field(default=0, ge=0)
     rate_limit_window_seconds: float = Field(default=60, gt=0, le=86400)
+
+    @model_validator(mode="after")
+    def _check_binding(self) -> EstLabelSettings:
+        if self.channel_binding and self.approval:
+            # RFC 7030 §3.5 / §4.2.3: the re-posted CSR would carry the first session's value.
+            raise ValueError("channel_binding cannot be combined with approval")
+        return self
 
 
 def _default_est_labels() -> dict[str, EstLabelSettings]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import datetime as dt
 import hashlib
 import hmac
 import secrets
@@ -17,10 +18,12 @@ import ssl
 from dataclasses import dataclass
 
 from aiohttp import web
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from sqlalchemy.exc import SQLAlchemyError
 
 from ca.issuance import StoredCertificate
-from est_server.context import EstContext
+from est_server.context import EstContext, EstLabel
 from est_server.errors import EstError
 from storage.models import EstUser
 
@@ -138,3 +141,31 @@ async def check_client_certificate(
     if not record.not_before <= now <= record.not_after:
         raise EstError(403, "the client certificate is expired or not yet valid")
     return ClientCertificate(der, record)
+
+
+def check_idevid(label: EstLabel, der: bytes, now: dt.datetime) -> x509.Certificate | None:
+    """The TLS client certificate when it is an IDevID (IEEE 802.1AR) that one of the label's
+    manufacturer CAs issued and it is within its validity (RFC 7030 §3.3.2: the initial
+    enrollment of a device that holds only its manufacturer's certificate); None otherwise.
+
+    The TLS handshake already verified the chain up to a trusted manufacturer CA; this checks
+    that the direct issuer is one this *label* trusts, since the listener trusts the union of
+    every label's manufacturer CAs.
+    """
+    if not label.manufacturer_cas:
+        return None
+    try:
+        certificate = x509.load_der_x509_certificate(der)
+    except ValueError:
+        return None
+    for ca in label.manufacturer_cas:
+        if ca.subject != certificate.issuer:
+            continue
+        try:
+            certificate.verify_directly_issued_by(ca)
+        except (ValueError, TypeError, InvalidSignature):
+            continue
+        if not certificate.not_valid_before_utc <= now <= certificate.not_valid_after_utc:
+            raise EstError(403, "the manufacturer (IDevID) certificate is expired or not yet valid")
+        return certificate
+    return None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from aiohttp import web
@@ -16,6 +16,7 @@ from cryptography import x509
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ca.issuance import IssuedCertificate, StoredCertificate
+from est_server.ratelimit import RateLimiter
 
 AuthMode = Literal["basic", "cert", "either", "both"]
 KeyChange = Literal["allow", "require", "forbid"]
@@ -54,6 +55,17 @@ class EstLabel:
     use_common_name: bool = True
     # RFC 7030 §4.2.3: enrollments wait for an operator (202 + Retry-After until decided).
     approval: bool = False
+    # RFC 7030 §3.5: the CSR's challengePassword carries the TLS session's tls-unique value.
+    channel_binding: bool = False
+    # RFC 7030 §4.5.2 / RFC 9908: the DER CsrAttrs csrattrs answers; None: 204.
+    csr_attributes: bytes | None = None
+    # RFC 7030 §3.3.2: manufacturer CAs whose IDevID certificates may enroll (not re-enroll).
+    manufacturer_cas: tuple[x509.Certificate, ...] = ()
+    # RFC 7030 §4.4.1.2: pre-shared AES keys by DecryptKeyIdentifier (serverkeygen encryption).
+    decrypt_keys: Mapping[bytes, bytes] = field(default_factory=dict, repr=False)  # secrets
+    # Enrollments per window (0: unlimited); beyond it 429 with Retry-After.
+    rate_limit: int = 0
+    rate_limit_window_seconds: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -66,6 +78,8 @@ class EstContext:
     clock: Callable[[], dt.datetime]
     max_body_bytes: int = 16384
     realm: str = "certyard EST"
+    # Per-process sliding windows of the labels' rate limits (est_server/ratelimit.py).
+    limiter: RateLimiter = field(default_factory=RateLimiter)
 
 
 EST_CONTEXT: web.AppKey[EstContext] = web.AppKey("est_context", EstContext)

@@ -3,21 +3,40 @@ label and checked the method."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import structlog
 from aiohttp import web
 from cryptography import x509
 from sqlalchemy.exc import SQLAlchemyError
 
+from ca.serials import serial_to_hex
 from est_server.approval import check_approval, mark_issued
-from est_server.auth import ClientCertificate, check_basic, check_client_certificate
+from est_server.auth import (
+    check_basic,
+    check_client_certificate,
+    check_idevid,
+    peer_certificate_der,
+)
+from est_server.binding import check_channel_binding
 from est_server.context import EST_CONTEXT, EstContext, EstLabel
 from est_server.errors import EstError
-from est_server.keygen import generate_for, multipart, refuse_encrypted
+from est_server.keygen import (
+    SERVER_GENERATED_KEY,
+    EncryptionRequest,
+    encrypt_key,
+    encryption_request,
+    generate_for,
+    multipart,
+    plain_key,
+    subject_key_id,
+)
 from est_server.wire import (
     CERTS_ONLY,
+    CSRATTRS,
     PKCS7_MIME,
     PKCS10,
     certs_only,
@@ -33,6 +52,7 @@ from storage.models import EstEnrollment
 
 log = structlog.get_logger("certyard.est")
 
+Csr = x509.CertificateSigningRequest
 Handler = Callable[[EstContext, EstLabel, web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -62,9 +82,7 @@ async def _read_body(context: EstContext, request: web.Request) -> bytes:
     return b"".join(chunks)
 
 
-async def _read_csr(
-    context: EstContext, label: EstLabel, request: web.Request
-) -> x509.CertificateSigningRequest:
+async def _read_csr(context: EstContext, label: EstLabel, request: web.Request) -> Csr:
     csr = parse_csr(decode_base64(await _read_body(context, request)))
     chain = key_chain(csr)
     if label.chain is not None and chain != label.chain:
@@ -89,13 +107,36 @@ def _unauthorized(context: EstContext) -> EstError:
     )
 
 
-async def _authenticate(context: EstContext, label: EstLabel, request: web.Request) -> str:
-    """The requester's identity under the label's auth mode (RFC 7030 §3.2.3, §3.3.2):
-    "basic:<user>", "cert:<serial>" or both."""
-    client: ClientCertificate | None = None
+@dataclass(frozen=True)
+class Requester:
+    """Who is asking: "basic:<user>", "cert:<serial>", "idevid:<serial>" or Basic and a
+    certificate; ``certificate`` is the TLS client certificate that authenticated, if any."""
+
+    identity: str
+    certificate: x509.Certificate | None = None
+
+
+async def _client(context: EstContext, label: EstLabel, request: web.Request) -> Requester | None:
+    """A usable TLS client certificate: one certyard issued (RFC 7030 §3.3.2), or an IDevID
+    of a manufacturer CA the label trusts; None when the client sent none; 403 when unusable."""
+    der = peer_certificate_der(request)
+    if der is None:
+        return None
+    idevid = check_idevid(label, der, context.clock())
+    if idevid is not None:
+        return Requester(f"idevid:{serial_to_hex(idevid.serial_number)}", idevid)
+    client = await check_client_certificate(context, request)
+    if client is None:
+        return None
+    return Requester(f"cert:{client.record.serial_hex}", x509.load_der_x509_certificate(der))
+
+
+async def _authenticate(context: EstContext, label: EstLabel, request: web.Request) -> Requester:
+    """The requester under the label's auth mode (RFC 7030 §3.2.3, §3.3.2)."""
+    client: Requester | None = None
     if label.auth != "basic":
         try:
-            client = await check_client_certificate(context, request)
+            client = await _client(context, label, request)
         except EstError:
             if label.auth != "either":
                 raise
@@ -103,25 +144,42 @@ async def _authenticate(context: EstContext, label: EstLabel, request: web.Reque
     if label.auth == "cert" or (label.auth == "either" and client is not None):
         if client is None:
             raise EstError(403, "a TLS client certificate issued by this CA is required")
-        return f"cert:{client.record.serial_hex}"
+        return client
     user = await check_basic(context, request, label.name)
     if user is None:
         raise _unauthorized(context)
     if label.auth == "both":
         if client is None:
             raise EstError(403, "a TLS client certificate issued by this CA is also required")
-        return f"basic:{user} cert:{client.record.serial_hex}"
-    return f"basic:{user}"
+        return Requester(f"basic:{user} {client.identity}", client.certificate)
+    return Requester(f"basic:{user}")
+
+
+def _rate_limit(context: EstContext, label: EstLabel) -> None:
+    """429 with Retry-After (RFC 6585 §4) beyond the label's enrollments per window."""
+    wait = context.limiter.acquire(label.name, label.rate_limit, label.rate_limit_window_seconds)
+    if wait is not None:
+        raise EstError(
+            429,
+            f"label {label.name!r} allows {label.rate_limit} enrollments per "
+            f"{label.rate_limit_window_seconds:g} s; retry later",
+            {"Retry-After": str(wait)},
+        )
+
+
+def _bind(context: EstContext, label: EstLabel, request: web.Request, csr: Csr) -> None:
+    if label.channel_binding:
+        check_channel_binding(request, csr, context.realm)
 
 
 async def _issue_certificate(
     context: EstContext,
     label: EstLabel,
     request: web.Request,
-    csr: x509.CertificateSigningRequest,
+    csr: Csr,
     identity: str,
     *,
-    names_from: x509.CertificateSigningRequest | None = None,
+    names_from: Csr | None = None,
 ) -> tuple[str, x509.Certificate]:
     """Issue for ``csr``'s key (names from ``names_from``, default ``csr``) and record the
     enrollment: (certificate id, certificate)."""
@@ -160,7 +218,7 @@ async def _issue(
     context: EstContext,
     label: EstLabel,
     request: web.Request,
-    csr: x509.CertificateSigningRequest,
+    csr: Csr,
     identity: str,
 ) -> web.Response:
     _, certificate = await _issue_certificate(context, label, request, csr, identity)
@@ -179,15 +237,18 @@ async def cacerts(context: EstContext, label: EstLabel, request: web.Request) ->
 async def simpleenroll(context: EstContext, label: EstLabel, request: web.Request) -> web.Response:
     """RFC 7030 §4.2.1: a PKCS#10 request from an authenticated client."""
     _require_pkcs10(request)
-    identity = await _authenticate(context, label, request)
+    identity = (await _authenticate(context, label, request)).identity
     csr = await _read_csr(context, label, request)
+    _bind(context, label, request, csr)
     if not label.approval:
+        _rate_limit(context, label)
         return await _issue(context, label, request, csr, identity)
     # RFC 7030 §4.2.3: 202 + Retry-After until an operator decides; then the same CSR again.
     approved = await check_approval(context, label, request, csr, identity)
     if approved.certificate_der is not None:
         certificate = x509.load_der_x509_certificate(approved.certificate_der)
         return _base64_response(certs_only([certificate]), CERTS_ONLY)
+    _rate_limit(context, label)
     certificate_id, certificate = await _issue_certificate(context, label, request, csr, identity)
     await mark_issued(context, approved.pending_id, certificate_id)
     return _base64_response(certs_only([certificate]), CERTS_ONLY)
@@ -230,13 +291,17 @@ async def simplereenroll(
         raise EstError(403, f"label {label.name!r} requires a new key at re-enrollment")
     if label.reenroll_key_change == "forbid" and not same_key:
         raise EstError(403, f"label {label.name!r} does not allow a key change at re-enrollment")
+    _bind(context, label, request, csr)
+    _rate_limit(context, label)
     return await _issue(context, label, request, csr, identity)
 
 
 async def csrattrs(context: EstContext, label: EstLabel, request: web.Request) -> web.Response:
-    """RFC 7030 §4.5.2: 204 when the server has no attributes to ask for (profiles do not
-    fix any yet)."""
-    return web.Response(status=204)
+    """RFC 7030 §4.5.2 / RFC 9908: the label's CsrAttrs (est_server/csrattrs.py), base64 like
+    every body (RFC 8951 §3.2); 204 when the label asks for none."""
+    if label.csr_attributes is None:
+        return web.Response(status=204)
+    return _base64_response(label.csr_attributes, CSRATTRS)
 
 
 async def fullcmc(context: EstContext, label: EstLabel, request: web.Request) -> web.Response:
@@ -247,26 +312,69 @@ async def serverkeygen(context: EstContext, label: EstLabel, request: web.Reques
     """RFC 7030 §4.4: the server makes the key and returns it with the certificate. The CSR
     carries the subject and names (its own key only hints at the key type)."""
     _require_pkcs10(request)
-    identity = await _authenticate(context, label, request)
+    requester = await _authenticate(context, label, request)
+    identity = requester.identity
     if not label.use_common_name:
         # CA/B Forum BR §6.1.1.3: the subscriber generates TLS server keys.
         raise EstError(403, "server key generation is not allowed for TLS server certificates")
     template = parse_csr(decode_base64(await _read_body(context, request)))
-    refuse_encrypted(template)
+    _bind(context, label, request, template)
+    recipient = _key_recipient(label, requester, encryption_request(template))
     approved = None
     if label.approval:
         approved = await check_approval(context, label, request, template, identity)
         if approved.certificate_der is not None:
             # The key went out with the first answer and was not kept.
             raise EstError(409, "a key was already generated and delivered for this request")
+    _rate_limit(context, label)
     key, csr = await generate_for(label.chain, template)
     certificate_id, certificate = await _issue_certificate(
         context, label, request, csr, identity, names_from=template
     )
     if approved is not None:
         await mark_issued(context, approved.pending_id, certificate_id)
-    body, content_type = multipart(key, certs_only([certificate]))
+    if recipient is None:
+        key_part = plain_key(key)
+    else:
+        # RFC 7030 §4.4.2: encrypted to the certificate the client named; the plain key
+        # exists only in this process's memory until this returns.
+        key_part = (
+            SERVER_GENERATED_KEY,
+            await asyncio.to_thread(
+                encrypt_key,
+                key,
+                certificate,
+                recipient,
+                [ca for ca in label.ca_certificates if ca.subject == certificate.issuer],
+            ),
+        )
+    body, content_type = multipart(key_part, certs_only([certificate]))
     return web.Response(body=body, headers={"Content-Type": content_type})
+
+
+def _key_recipient(
+    label: EstLabel, requester: Requester, asked: EncryptionRequest | None
+) -> x509.Certificate | tuple[bytes, bytes] | None:
+    """What to encrypt the generated key to (RFC 7030 §4.4.1.2): the label's pre-shared key
+    named by DecryptKeyIdentifier, or the TLS client certificate whose subjectKeyIdentifier
+    AsymmetricDecryptKeyIdentifier names."""
+    if asked is None:
+        return None
+    if asked.symmetric:
+        secret = label.decrypt_keys.get(asked.key_id)
+        if secret is None:
+            raise EstError(
+                400, f"label {label.name!r} shares no key with that DecryptKeyIdentifier"
+            )
+        return asked.key_id, secret
+    certificate = requester.certificate
+    if certificate is None or subject_key_id(certificate) != asked.key_id:
+        raise EstError(
+            400,
+            "AsymmetricDecryptKeyIdentifier must name the TLS client certificate this request "
+            "authenticated with (its subjectKeyIdentifier)",
+        )
+    return certificate
 
 
 # RFC 7030 §3.2.2: operation path segment -> (method, handler).

@@ -4,9 +4,11 @@ authentication, re-enrollment rules and the RFC 8951 wire format."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import datetime as dt
+import shutil
 import ssl
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -26,20 +28,19 @@ from sqlalchemy import select
 from ca.errors import CAError
 from ca.serials import serial_to_hex
 from certyard.health import HealthChecks
-from certyard.server import (
-    build_acme_context,
-    build_est_context,
-    build_https_app,
-    server_ssl_context,
-)
-from certyard.settings import load_settings
+from certyard.server import build_acme_context, build_https_app, server_ssl_context
+from certyard.settings import Settings, load_settings
 from certyard.wiring import Services, build_services
 from est_server.auth import hash_password
 from est_server.context import EstContext
+from est_server.wiring import add_manufacturer_trust, build_est_context
 from storage.models import EstEnrollment, EstUser
 from tests.support.acme_app import free_port
+from tests.support.est_pki import Manufacturer, manufacturer
 
 PASSWORD = "correct horse battery"
+# A pre-shared AES key of the default label (RFC 7030 §4.4.1.2 DecryptKeyIdentifier); test-only.
+KEK_ID, KEK = b"device-kek-1", bytes(range(32))
 LABELS: dict[str, Any] = {
     "default": {"profile": "device", "auth": "either"},
     "rsa": {"issuer": "rsa", "profile": "device", "auth": "basic"},
@@ -47,6 +48,11 @@ LABELS: dict[str, Any] = {
     "newkey": {"profile": "device", "auth": "either", "reenroll_key_change": "require"},
     "held": {"profile": "device", "auth": "basic", "approval": True},
     "web": {"profile": "tls-server", "auth": "basic"},
+    "noattrs": {"profile": "device", "auth": "basic", "csr_attributes": False},
+    "bound": {"profile": "device", "auth": "either", "channel_binding": True},
+    "limited": {"profile": "device", "auth": "basic", "rate_limit": 2},
+    # manufacturer_cas is filled in by the fixture (the CA is made per test).
+    "factory": {"profile": "device", "auth": "cert"},
 }
 
 
@@ -57,6 +63,9 @@ class Est:
     base: str
     root_pem: str
     tmp: Path
+    manufacturer: Manufacturer
+    # The listener's TLS context (made once per template: same CA, same names).
+    server_ssl: ssl.SSLContext
 
     def url(self, operation: str, label: str | None = None) -> str:
         middle = f"{label}/" if label else ""
@@ -72,47 +81,95 @@ class Est:
         return context
 
 
-async def _start(services: Services, context: EstContext, port: int) -> TestServer:
+async def _start(
+    services: Services, context: EstContext, port: int, ssl_context: ssl.SSLContext
+) -> TestServer:
     workers: list[Any] = []
     acme = build_acme_context(services, workers)
     app = build_https_app(acme, HealthChecks(services.engine, services.backend), context)
     server = TestServer(app, host="127.0.0.1", port=port)
-    await server.start_server(ssl=await server_ssl_context(services))
+    await server.start_server(ssl=ssl_context)
     return server
 
 
-@pytest.fixture
-async def est(tmp_path: Path) -> AsyncIterator[Est]:
-    port = free_port()
-    settings = load_settings(
-        server={"data_dir": tmp_path / "data", "listen": f"127.0.0.1:{port}", "http_listen": ""},
-        database={"url": f"sqlite+aiosqlite:///{tmp_path}/certyard.db"},
+@dataclass(frozen=True)
+class Template:
+    directory: Path
+    manufacturer: Manufacturer
+    server_ssl: ssl.SSLContext
+
+
+def _labels(directory: Path, manufacturer_pem: Path) -> dict[str, Any]:
+    labels = dict(LABELS)
+    labels["factory"] = {**LABELS["factory"], "manufacturer_cas": [manufacturer_pem]}
+    keys = directory / "decrypt-keys"
+    keys.touch(mode=0o600)
+    keys.write_text(f"# id key\n{KEK_ID.hex()} {KEK.hex()}\n")
+    labels["default"] = {**LABELS["default"], "decrypt_keys_file": keys}
+    return labels
+
+
+def _settings(directory: Path, port: int, labels: dict[str, Any] | None = None) -> Settings:
+    return load_settings(
+        server={"data_dir": directory / "data", "listen": f"127.0.0.1:{port}", "http_listen": ""},
+        database={"url": f"sqlite+aiosqlite:///{directory}/certyard.db"},
         ca={"backend": "software"},
-        est={"labels": LABELS, "max_body_bytes": 4096},
+        est={"labels": labels or {"default": {}}, "max_body_bytes": 4096},
     )
-    services = await build_services(settings)
+
+
+@pytest.fixture(scope="session")
+def est_template(tmp_path_factory: pytest.TempPathFactory) -> Template:
+    """A data dir and database with the CA hierarchy and the EST users, and the listener's TLS
+    context, made once; each test gets its own copy of the data (making the ECDSA and RSA
+    chains and the server certificate is most of a test's setup time)."""
+    base = tmp_path_factory.mktemp("est-template")
+    maker = manufacturer()
+    manufacturer_pem = maker.write(base / "manufacturer.pem")
+
+    async def build() -> ssl.SSLContext:
+        services = await build_services(
+            _settings(base, free_port(), _labels(base, manufacturer_pem))
+        )
+        try:
+            async with services.sessions.begin() as session:
+                for name, label in (("alice", None), ("rsa-only", "rsa")):
+                    session.add(
+                        EstUser(
+                            name=name,
+                            label=label,
+                            password_hash=hash_password(PASSWORD),
+                            created_at=dt.datetime.now(dt.UTC),
+                        )
+                    )
+            ssl_context = await server_ssl_context(services)
+            add_manufacturer_trust(ssl_context, services.settings)
+            return ssl_context
+        finally:
+            await services.close()
+
+    return Template(base, maker, asyncio.run(build()))
+
+
+@pytest.fixture
+async def est(tmp_path: Path, est_template: Template) -> AsyncIterator[Est]:
+    port = free_port()
+    template = est_template.directory
+    shutil.copytree(template / "data", tmp_path / "data")
+    shutil.copy2(template / "certyard.db", tmp_path / "certyard.db")
+    labels = _labels(tmp_path, template / "manufacturer.pem")
+    services = await build_services(_settings(tmp_path, port, labels))
     context = build_est_context(services)
-    async with services.sessions.begin() as session:
-        session.add(
-            EstUser(
-                name="alice",
-                label=None,
-                password_hash=hash_password(PASSWORD),
-                created_at=dt.datetime.now(dt.UTC),
-            )
-        )
-        session.add(
-            EstUser(
-                name="rsa-only",
-                label="rsa",
-                password_hash=hash_password(PASSWORD),
-                created_at=dt.datetime.now(dt.UTC),
-            )
-        )
-    server = await _start(services, context, port)
+    server = await _start(services, context, port, est_template.server_ssl)
     try:
         yield Est(
-            services, context, f"https://127.0.0.1:{port}", services.hierarchy.root_pem(), tmp_path
+            services,
+            context,
+            f"https://127.0.0.1:{port}",
+            services.hierarchy.root_pem(),
+            tmp_path,
+            est_template.manufacturer,
+            est_template.server_ssl,
         )
     finally:
         await server.close()
@@ -340,7 +397,7 @@ async def test_body_too_large_413(est: Est) -> None:
 
 
 async def test_csrattrs_204(est: Est) -> None:
-    response, body = await request(est, "GET", "csrattrs")
+    response, body = await request(est, "GET", "csrattrs", label="noattrs")
     assert response.status == 204
     assert body == b""
 
@@ -369,7 +426,7 @@ class _Failing:
 async def test_ca_failures_are_plain_text(est: Est, error: Exception, status: int) -> None:
     context = dataclasses.replace(est.context, issuer=_Failing(error))
     port = free_port()
-    server = await _start(est.services, context, port)
+    server = await _start(est.services, context, port, est.server_ssl)
     try:
         other = dataclasses.replace(est, base=f"https://127.0.0.1:{port}")
         der, _ = make_csr()

@@ -16,13 +16,13 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 from sqlalchemy import select
 
 from certyard import est_commands
-from est_server.keygen import ASYMM_DECRYPT_KEY_ID
+from est_server.keygen import ASYMM_DECRYPT_KEY_ID, DECRYPT_KEY_ID
 from storage.models import EstEnrollment, EstPending
 from tests.integration.test_est import (  # noqa: F401 (est: a fixture)
     BASIC,
@@ -33,10 +33,12 @@ from tests.integration.test_est import (  # noqa: F401 (est: a fixture)
     b64,
     certificates,
     est,
+    est_template,
     make_csr,
     request,
 )
 from tests.support.acme_app import free_port
+from tests.support.est_pki import csr_with
 
 
 @pytest.fixture
@@ -47,7 +49,7 @@ async def held(est: Est) -> AsyncIterator[Est]:  # noqa: F811
     labels["held"] = dataclasses.replace(labels["held"], approval=True)
     context = dataclasses.replace(est.context, labels=labels)
     port = free_port()
-    server = await _start(est.services, context, port)
+    server = await _start(est.services, context, port, est.server_ssl)
     try:
         yield dataclasses.replace(est, context=context, base=f"https://127.0.0.1:{port}")
     finally:
@@ -193,18 +195,20 @@ async def test_serverkeygen_tls_server_403(est: Est) -> None:  # noqa: F811
     assert b"not allowed for TLS server certificates" in body
 
 
-async def test_serverkeygen_encrypted_501(est: Est) -> None:  # noqa: F811
-    key = ec.generate_private_key(ec.SECP256R1())
-    csr = (
-        x509.CertificateSigningRequestBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "enc-1")]))
-        .add_attribute(ASYMM_DECRYPT_KEY_ID, b"\x04\x08kekid-01")
-        .sign(key, hashes.SHA256())
-    )
-    response, body = await post(
-        est, csr.public_bytes(serialization.Encoding.DER), "serverkeygen", label="default"
-    )
-    assert_text_error(response, body, 501)
+async def test_serverkeygen_unknown_symmetric_key_400(est: Est) -> None:  # noqa: F811
+    """RFC 7030 §4.4.1.2 DecryptKeyIdentifier naming a key the label does not share."""
+    der, _ = csr_with("enc-1", attributes=((DECRYPT_KEY_ID, b"kekid-01", True),))
+    response, body = await post(est, der, "serverkeygen", label="default")
+    assert_text_error(response, body, 400)
+
+
+async def test_serverkeygen_encrypted_without_client_certificate_400(
+    est: Est,  # noqa: F811
+) -> None:
+    """AsymmetricDecryptKeyIdentifier must name the TLS client certificate; Basic has none."""
+    der, _ = csr_with("enc-2", attributes=((ASYMM_DECRYPT_KEY_ID, b"kekid-01", True),))
+    response, body = await post(est, der, "serverkeygen", label="default")
+    assert_text_error(response, body, 400)
 
 
 async def test_serverkeygen_needs_auth_401(est: Est) -> None:  # noqa: F811

@@ -87,6 +87,7 @@ class CertyardServer:
         self.http01_port = http01_port or free_port()
         self.tlsalpn01_port = tlsalpn01_port or free_port()
         self.http_port = free_port()  # plain HTTP: CRL, OCSP, issuer certificates
+        self.admin_port = free_port()  # admin API, /metrics (plain HTTP on loopback)
         self.database_url = database_url
         self.public_url = public_url
         self.dns_resolvers = None if dns_resolvers is None else list(dns_resolvers)
@@ -107,6 +108,11 @@ class CertyardServer:
     def http_url(self) -> str:
         """The plain-HTTP listener (CRL, OCSP)."""
         return f"http://{self.hostnames[0]}:{self.http_port}"
+
+    @property
+    def admin_url(self) -> str:
+        """The admin listener (admin API, /metrics, health)."""
+        return f"http://127.0.0.1:{self.admin_port}"
 
     @property
     def directory_url(self) -> str:
@@ -130,6 +136,7 @@ class CertyardServer:
             "SERVER__HOSTNAMES": json.dumps(self.hostnames),
             "SERVER__SHUTDOWN_GRACE_SECONDS": "5",
             "SERVER__HTTP_LISTEN": f"127.0.0.1:{self.http_port}",
+            "ADMIN__LISTEN": f"127.0.0.1:{self.admin_port}",
             "ACME__HTTP01_PORT": str(self.http01_port),
             "ACME__TLSALPN01_PORT": str(self.tlsalpn01_port),
             "LOG__FORMAT": "json",

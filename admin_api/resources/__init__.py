@@ -1,0 +1,1 @@
+"""One module per resource; each holds a Registry of its routes (admin_api/registry.py)."""
