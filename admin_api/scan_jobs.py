@@ -18,6 +18,7 @@ import structlog
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from certyard.metrics_scan import ScanProgress
 from scanner.scan import ScanRequest, scan
 from storage.models import ScanRun
 
@@ -42,13 +43,15 @@ class ScanJobs:
     ) -> None:
         async def run() -> None:
             try:
-                await scan(
-                    request,
-                    sessions=sessions,
-                    clock=clock,
-                    extra_anchors=[p for p in anchors if p.is_file()],
-                    resume_id=scan_id,
-                )
+                with ScanProgress() as progress:  # scan progress metrics (docs/metrics.md)
+                    await scan(
+                        request,
+                        sessions=sessions,
+                        clock=clock,
+                        extra_anchors=[p for p in anchors if p.is_file()],
+                        resume_id=scan_id,
+                        observer=progress,
+                    )
             except asyncio.CancelledError:
                 raise
             except Exception:

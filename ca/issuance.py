@@ -58,6 +58,7 @@ from ca.profiles import (
 )
 from ca.serials import new_serial, serial_to_hex
 from ca.software_keys import generate_private_key
+from certyard.metrics import issuance_timer
 from storage.errors import ConflictError, DuplicateSerialError
 from storage.models import Certificate
 from storage.repositories import certificates as certificate_repo
@@ -187,62 +188,66 @@ class IssuanceService:
         the certificate - else in a transaction of its own. On SQLite, ``session`` must not
         have written yet: the record's own transaction would wait for its lock.
         """
-        leaf = self._profiles.get(profile)
-        if leaf is None:
-            raise CAError("policy", f"unknown certificate profile {profile!r}")
-        if not 0 < len(requester) <= MAX_REQUESTER:
-            raise CAError("malformed", f"requester must be 1 to {MAX_REQUESTER} characters")
-        public_key = leaf.check_key(self._check_csr(csr))
-        dns = normalize_dns_names(dns_names)
-        ips = parse_ip_addresses(ip_addresses)
-        # The active intermediate of the key's chain: EC keys get the ECDSA chain, RSA keys the
-        # RSA chain (the default chain's when the hierarchy has no such chain).
-        issuer = self._hierarchy.active_for(subscriber_key_type(public_key))
-        window = leaf.validity(
-            self._clock(), issuer=issuer.certificate, not_before=not_before, not_after=not_after
-        )
-        request = _Request(
-            profile=leaf,
-            requester=requester,
-            names=dns + [str(address) for address in ips],
-            spki_sha256=hashlib.sha256(spki_der(public_key)).hexdigest(),
-            account_id=account_id,
-            order_id=order_id,
-        )
-        for _ in range(MAX_SERIAL_ATTEMPTS):
-            builder = leaf.build(
-                public_key=public_key,
-                dns_names=dns,
-                ip_addresses=ips,
-                common_name=common_name,
-                issuer=issuer.certificate,
-                issuer_id=issuer.id,
-                serial=new_serial(),
-                not_before=window[0],
-                not_after=window[1],
+        # certyard_issuances_total / certyard_issuance_duration_seconds (docs/metrics.md); an
+        # unknown profile name is one label value, so a client cannot create time series.
+        label = profile if profile in self._profiles else "unknown"
+        with issuance_timer(requester, label):
+            leaf = self._profiles.get(profile)
+            if leaf is None:
+                raise CAError("policy", f"unknown certificate profile {profile!r}")
+            if not 0 < len(requester) <= MAX_REQUESTER:
+                raise CAError("malformed", f"requester must be 1 to {MAX_REQUESTER} characters")
+            public_key = leaf.check_key(self._check_csr(csr))
+            dns = normalize_dns_names(dns_names)
+            ips = parse_ip_addresses(ip_addresses)
+            # The active intermediate of the key's chain: EC keys get the ECDSA chain, RSA keys the
+            # RSA chain (the default chain's when the hierarchy has no such chain).
+            issuer = self._hierarchy.active_for(subscriber_key_type(public_key))
+            window = leaf.validity(
+                self._clock(), issuer=issuer.certificate, not_before=not_before, not_after=not_after
             )
-            draft, warnings = await self._draft(builder, issuer, leaf)
-            # RFC 5280 §4.2.1.10: a constrained issuer never signs a name outside its subtrees.
-            check_name_constraints(issuer.certificate, draft)
-            cert_id = secrets.token_urlsafe(16)
-            await self._audit_issue(cert_id, draft, request, issuer, outcome="intent")
+            request = _Request(
+                profile=leaf,
+                requester=requester,
+                names=dns + [str(address) for address in ips],
+                spki_sha256=hashlib.sha256(spki_der(public_key)).hexdigest(),
+                account_id=account_id,
+                order_id=order_id,
+            )
+            for _ in range(MAX_SERIAL_ATTEMPTS):
+                builder = leaf.build(
+                    public_key=public_key,
+                    dns_names=dns,
+                    ip_addresses=ips,
+                    common_name=common_name,
+                    issuer=issuer.certificate,
+                    issuer_id=issuer.id,
+                    serial=new_serial(),
+                    not_before=window[0],
+                    not_after=window[1],
+                )
+                draft, warnings = await self._draft(builder, issuer, leaf)
+                # RFC 5280 §4.2.1.10: a constrained issuer never signs a name outside its subtrees.
+                check_name_constraints(issuer.certificate, draft)
+                cert_id = secrets.token_urlsafe(16)
+                await self._audit_issue(cert_id, draft, request, issuer, outcome="intent")
+                try:
+                    await self._insert_record(cert_id, draft, request, warnings, issuer)
+                except DuplicateSerialError:
+                    continue  # RFC 5280 §4.1.2.2: serials are unique per issuer; draw another
+                break
+            else:
+                raise CAError("internal", f"serial number collided {MAX_SERIAL_ATTEMPTS} times")
             try:
-                await self._insert_record(cert_id, draft, request, warnings, issuer)
-            except DuplicateSerialError:
-                continue  # RFC 5280 §4.1.2.2: serials are unique per issuer; draw another
-            break
-        else:
-            raise CAError("internal", f"serial number collided {MAX_SERIAL_ATTEMPTS} times")
-        try:
-            cert = await self._sign(draft, issuer)
-        except CAError as exc:
-            await self._audit_failure(cert_id, draft, request, exc)
-            raise
-        issued = self._issued(cert_id, cert, leaf.name, warnings, issuer)
-        await self._audit_issue(cert_id, draft, request, issuer, outcome="success", cert=issued)
-        await self._complete(issued, _tbs_sha256(draft), session)
-        log.info("certificate_issued", id=cert_id, serial=issued.serial_hex, profile=leaf.name)
-        return issued
+                cert = await self._sign(draft, issuer)
+            except CAError as exc:
+                await self._audit_failure(cert_id, draft, request, exc)
+                raise
+            issued = self._issued(cert_id, cert, leaf.name, warnings, issuer)
+            await self._audit_issue(cert_id, draft, request, issuer, outcome="success", cert=issued)
+            await self._complete(issued, _tbs_sha256(draft), session)
+            log.info("certificate_issued", id=cert_id, serial=issued.serial_hex, profile=leaf.name)
+            return issued
 
     async def issue_tls_server(
         self,

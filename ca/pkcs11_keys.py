@@ -60,6 +60,7 @@ from ca.keys import (
     signature_hash,
     spki_der,
 )
+from certyard.metrics import hsm_timer
 
 log = structlog.get_logger("certyard.pkcs11")
 T = TypeVar("T")
@@ -291,7 +292,8 @@ class Pkcs11KeyBackend:
             return _public_key_of(pub)
 
         # Not retried: a generation that failed half-way may have created objects.
-        public_key = await self._call(op, retry=False)
+        with hsm_timer(self.name, "generate"):  # docs/metrics.md
+            public_key = await self._call(op, retry=False)
         key_ref = _ref(ckaid)
         self._keys[key_ref] = _Key(ckaid, algorithm, public_key)
         return GeneratedKey(key_ref=key_ref, key_blob=None, public_key=public_key)
@@ -313,7 +315,8 @@ class Pkcs11KeyBackend:
             conn.private_key(worker, ckaid)  # the private half must be there too
             return ckaid, public_key
 
-        ckaid, public_key = await self._call(op)
+        with hsm_timer(self.name, "load"):
+            ckaid, public_key = await self._call(op)
         key = _Key(ckaid, algorithm_of(public_key), public_key)
         self._keys[key_ref] = key
         self._keys[_ref(ckaid)] = key
@@ -351,7 +354,8 @@ class Pkcs11KeyBackend:
                 ))  # fmt: skip
             return bytes(private.sign(data, mechanism=Mechanism.SHA256_RSA_PKCS))  # mech §2.1.14
 
-        signature = await self._call(op)
+        with hsm_timer(self.name, "sign"):
+            signature = await self._call(op)
         if isinstance(key.public_key, ec.EllipticCurvePublicKey):
             return _ecdsa_der(signature, key.public_key.curve)
         return signature

@@ -56,6 +56,7 @@ from ca.keys import (
     rsa_bits_for,
     signature_hash,
 )
+from certyard.metrics import hsm_timer
 
 SoftwarePrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
@@ -177,7 +178,8 @@ class SoftwareKeyBackend:
         if key_ref in self._keys:
             raise CAError("conflict", f"a key labelled {label!r} already exists")
         # RSA-4096 generation takes around a second: keep it off the event loop.
-        key = await asyncio.to_thread(generate_private_key, algorithm)
+        with hsm_timer(self.name, "generate"):  # docs/metrics.md
+            key = await asyncio.to_thread(generate_private_key, algorithm)
         if self._kek is not None:
             blob = await self._seal(key_ref, key, self._kek)
         else:
@@ -195,10 +197,11 @@ class SoftwareKeyBackend:
             raise CAError("internal", f"{key_ref!r} is not a software key with a stored blob")
         if len(key_blob) > MAX_BLOB_BYTES:
             raise _malformed(key_ref, f"the blob is larger than {MAX_BLOB_BYTES} bytes")
-        if key_blob.lstrip().startswith(b"-----BEGIN"):
-            key = await self._open_v1(key_ref, key_blob)
-        else:
-            key = await self._open_v2(key_ref, KeyEnvelope.from_blob(key_ref, key_blob))
+        with hsm_timer(self.name, "load"):
+            if key_blob.lstrip().startswith(b"-----BEGIN"):
+                key = await self._open_v1(key_ref, key_blob)
+            else:
+                key = await self._open_v2(key_ref, KeyEnvelope.from_blob(key_ref, key_blob))
         if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
             raise CAError("internal", f"key {key_ref!r} has an unsupported type")
         self._keys[key_ref] = (key, algorithm_of(key.public_key()))
@@ -207,8 +210,9 @@ class SoftwareKeyBackend:
         return self._key(key_ref)[0].public_key()
 
     async def sign(self, key_ref: str, data: bytes, *, scheme: str = SCHEME_PKCS1V15) -> bytes:
-        key, algorithm = self._key(key_ref)
-        return sign_with(key, algorithm, data, scheme)
+        with hsm_timer(self.name, "sign"):
+            key, algorithm = self._key(key_ref)
+            return sign_with(key, algorithm, data, scheme)
 
     async def destroy(self, key_ref: str) -> None:
         self._keys.pop(key_ref, None)

@@ -34,6 +34,8 @@ from audit.trail import AuditTrail
 from certyard.health import HealthChecks, add_health_routes
 from certyard.jobs import build_registry
 from certyard.metrics import metrics_handler
+from certyard.metrics_db import start_db_gauges
+from certyard.metrics_http import instrument
 from certyard.settings import Settings, parse_hostport
 from certyard.wiring import (
     Services,
@@ -144,9 +146,10 @@ def build_https_app(
     §3.2.2), /healthz and /readyz at the top."""
     root = web.Application(client_max_size=context.config.max_body_bytes)
     add_health_routes(root, checks)
-    root.add_subapp(PREFIX, create_app(context))
+    # Metrics middleware per sub-application: protocol acme / est (docs/metrics.md).
+    root.add_subapp(PREFIX, instrument(create_app(context), "acme"))
     if est is not None:
-        root.add_subapp(EST_PREFIX, create_est_app(est))
+        root.add_subapp(EST_PREFIX, instrument(create_est_app(est), "est"))
     return root
 
 
@@ -186,7 +189,8 @@ def build_http_app(services: Services) -> web.Application:
         handle.id: handle.certificate.public_bytes(serialization.Encoding.DER)
         for handle in services.hierarchy.issuers
     }
-    return create_revocation_app(services.crls, services.ocsp, issuer_certs=issuers)
+    app = create_revocation_app(services.crls, services.ocsp, issuer_certs=issuers)
+    return instrument(app, "revocation")
 
 
 def build_admin_app(
@@ -205,7 +209,7 @@ def build_admin_app(
         est_labels=tuple(settings.est.labels),
         scan_anchors=(settings.server.data_dir / "ca" / "root.pem",),
     )
-    app = create_admin_app(admin)
+    app = instrument(create_admin_app(admin), "admin")
     add_health_routes(app, checks)
     app.router.add_get("/metrics", metrics_handler)
     return app
@@ -271,6 +275,8 @@ async def serve(settings: Settings) -> int:
         worker.start()
         background.append(asyncio.create_task(_purge_loop(context, instance)))
         background.append(asyncio.create_task(_crl_loop(services)))
+        # Database gauges and certyard_hsm_up for /metrics, refreshed every 15 s.
+        background.append(start_db_gauges(services.sessions, stop, key_backend=services.backend))
         scheduler_task = asyncio.create_task(
             run_scheduler(services.sessions, registry, settings.scheduler, instance, stop)
         )
