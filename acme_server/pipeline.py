@@ -58,17 +58,23 @@ def check_url(context: AcmeContext, request: web.Request, jws: ParsedJWS) -> Non
         raise AcmeError("unauthorized", f"JWS url {jws.url!r} does not match the request URL")
 
 
-async def check_nonce(context: AcmeContext, jws: ParsedJWS) -> None:
-    if not jws.nonce or not await context.nonces.consume(jws.nonce):
-        raise AcmeError("badNonce", "JWS has an invalid, used or expired anti-replay nonce")
-
-
-async def lookup_account(context: AcmeContext, kid: str) -> Account:
-    account_id = context.urls.account_id_from_kid(kid)
+async def check_nonce_and_load_account(context: AcmeContext, jws: ParsedJWS) -> Account | None:
+    """Use up the JWS nonce (RFC 8555 §6.5); for a "kid", also load that account (None when
+    there is none). One transaction does both, one database round trip fewer per request;
+    nothing in it fails after the DELETE, so the nonce is used up whatever the lookup finds."""
+    nonce = jws.nonce
+    account_id = context.urls.account_id_from_kid(jws.kid) if jws.kid is not None else None
     account = None
-    if account_id is not None:
-        async with context.sessions() as session:
+    async with context.sessions.begin() as session:
+        consumed = nonce is not None and await context.nonces.consume_in(session, nonce)
+        if consumed and account_id is not None:
             account = await session.get(Account, account_id)
+    if not consumed:
+        raise AcmeError("badNonce", "JWS has an invalid, used or expired anti-replay nonce")
+    return account
+
+
+def require_valid_account(account: Account | None, kid: str) -> Account:
     if account is None:
         raise AcmeError("accountDoesNotExist", f"no account at {kid}")
     if account.status != "valid":
@@ -85,7 +91,7 @@ async def verify_post(
     body = await read_limited_body(request, context.config.max_body_bytes)
     jws = parse_jws(body)
     check_url(context, request, jws)
-    await check_nonce(context, jws)
+    loaded = await check_nonce_and_load_account(context, jws)
     account: Account | None = None
     if jws.jwk is not None:
         # RFC 8555 §6.2: "jwk" only for newAccount and revokeCert by certificate key.
@@ -96,7 +102,7 @@ async def verify_post(
         if not kid_allowed:
             raise malformed("this resource requires a jwk, not a kid")
         assert jws.kid is not None
-        account = await lookup_account(context, jws.kid)
+        account = require_valid_account(loaded, jws.kid)
         key = jwk_from_json(account.jwk)
     verify_jws(jws, key)
     return VerifiedRequest(jws=jws, key=key, account=account)

@@ -25,6 +25,10 @@ rate reached before it (Pebble 2.4.0 is known to deadlock at high concurrency). 
 retries follow certbot/lego: on a connection error, a timeout or a 5xx the step is sent again
 with a fresh nonce, with bounded exponential backoff.
 
+Each cell also reports ``steps_mean_ms``: the mean client-side time of each step (new_order,
+challenge, wait_ready, finalize, wait_valid, download), to see where an issuance's latency goes
+(wait_ready includes the client's own poll pauses, 50 ms first).
+
     .venv/bin/python benchmarks/acme_issuance.py            # full run
     .venv/bin/python benchmarks/acme_issuance.py --quick    # smoke run
 """
@@ -224,6 +228,15 @@ class AcmeWorker:
             timeout=HTTP_TIMEOUT,
         )
         self.acme: client.ClientV2 | None = None
+        # Seconds spent in each step of every issuance (newOrder, challenge, ready, finalize,
+        # valid, download): where the latency goes, as the client sees it.
+        self.steps: dict[str, list[float]] = {}
+        self._step_started = 0.0
+
+    def _step(self, name: str) -> None:
+        now = time.monotonic()
+        self.steps.setdefault(name, []).append(now - self._step_started)
+        self._step_started = now
 
     def retry(self, what: str, step: Callable[[], T]) -> T:
         delay = 0.2
@@ -291,7 +304,9 @@ class AcmeWorker:
             serialization.NoEncryption(),
         )
         csr_pem = crypto_util.make_csr(key_pem, [name])
+        self._step_started = time.monotonic()
         orderr = self.retry("newOrder", lambda: acme.new_order(csr_pem))
+        self._step("new_order")
         for authzr in orderr.authorizations:
             if authzr.body.status == messages.STATUS_VALID:
                 continue
@@ -304,7 +319,9 @@ class AcmeWorker:
                 "challenge",
                 lambda c=challb, r=response: acme.answer_challenge(c, r),  # type: ignore[misc]
             )
+        self._step("challenge")
         self._wait_order(orderr.uri, {"ready", "processing", "valid"}, deadline)
+        self._step("wait_ready")
 
         csr = x509.load_pem_x509_csr(csr_pem)
         finalize_sent = False
@@ -321,6 +338,7 @@ class AcmeWorker:
                 finalize_sent = True
 
         self.retry("finalize", finalize)
+        self._step("finalize")
         while True:
             try:
                 body = self._wait_order(
@@ -333,9 +351,11 @@ class AcmeWorker:
                 if exc.status != "processing" or time.monotonic() > deadline:
                     raise
                 self.retry("finalize", finalize)  # orderNotReady until then is swallowed
+        self._step("wait_valid")
         cert_url = body.certificate
         assert cert_url is not None
         pem = self.retry("certificate", lambda: acme._post_as_get(cert_url)).text
+        self._step("download")
         for token in [
             c.chall.encode("token")
             for a in orderr.authorizations
@@ -564,6 +584,7 @@ class Cell:
     stalled: bool = False
     timed_out: bool = False
     first_error: str | None = None
+    steps: dict[str, list[float]] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         lat = sorted(self.latencies)
@@ -589,6 +610,12 @@ class Cell:
             "stalled": self.stalled,
             "timed_out": self.timed_out,
             "first_error": self.first_error,
+            # Mean milliseconds per step of an issuance, as the client saw them.
+            "steps_mean_ms": {
+                step: round(1000 * statistics.fmean(values), 1)
+                for step, values in self.steps.items()
+                if values
+            },
         }
 
 
@@ -676,6 +703,9 @@ def run_cell(
     for thread in threads:
         thread.join(HTTP_TIMEOUT + 5)
     cell.retries = sum(w.retries for w in registered)
+    for worker in registered:
+        for step, values in worker.steps.items():
+            cell.steps.setdefault(step, []).extend(values)
     return cell
 
 

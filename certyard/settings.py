@@ -215,9 +215,15 @@ class AcmeSettings(_Section):
     va_ca_file: Path | None = None
     va_quorum: int = Field(default=0, ge=0)
     va_timeout_seconds: float = Field(default=30, gt=0, le=300)
+    # "br": enforce the Baseline Requirements' MPIC minimums (BR §3.2.2.9, acme_server/va/mpic.py):
+    # at least mpic_min_perspectives agents, and va_quorum from the BR quorum table.
+    mpic_policy: Literal["custom", "br"] = "custom"
+    mpic_min_perspectives: int = Field(default=2, ge=2, le=64)
 
     @model_validator(mode="after")
     def _check_va_agents(self) -> AcmeSettings:
+        if self.mpic_policy == "br":
+            self._apply_br_mpic()
         if not self.va_agents:
             return self
         names = [agent.name for agent in self.va_agents]
@@ -231,6 +237,24 @@ class AcmeSettings(_Section):
             if getattr(self, key) is None:
                 raise ValueError(f"acme.va_agents needs acme.{key} (mutual TLS)")
         return self
+
+    def _apply_br_mpic(self) -> None:
+        from acme_server.va.mpic import br_quorum
+
+        count = len(self.va_agents)
+        if count < self.mpic_min_perspectives:
+            raise ValueError(
+                f'acme.mpic_policy = "br" needs at least {self.mpic_min_perspectives} remote '
+                f"perspectives (acme.va_agents), {count} configured"
+            )
+        required = br_quorum(count)
+        if self.va_quorum and self.va_quorum < required:
+            raise ValueError(
+                f'acme.va_quorum {self.va_quorum} is below what acme.mpic_policy = "br" requires '
+                f"for {count} remote perspectives ({required})"
+            )
+        # The server reads va_quorum: under "br" it is the BR quorum (or a stricter one set).
+        self.va_quorum = max(self.va_quorum, required)
 
     @field_validator("dns_resolvers")
     @classmethod

@@ -354,8 +354,10 @@ async def finalize(request: web.Request) -> web.Response:
                 )
         raise error from exc
     log.info("order_finalized", order=order.id, certificate=issued.id)
-    async with context.sessions.begin() as session:
-        order, authzs = await load_order(session, context, order_id, account.id)
+    # The compare-and-set above committed exactly this: answer from it rather than reading the
+    # order back (a "valid" order with a certificate no longer changes, RFC 8555 §7.1.6).
+    order.status = "valid"
+    order.certificate_id = issued.id
     return _order_response(context, order, [a.id for a in authzs])
 
 
