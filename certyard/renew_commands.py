@@ -97,6 +97,8 @@ def entry_json(entry: QueueEntry) -> dict[str, Any]:
         "at_risk_reasons": list(entry.at_risk_reasons),
         "policy": entry.policy.name,
         "method": entry.policy.method,
+        # The deploy target of an "ssh" policy (None: the deployer finds it, or not ssh).
+        "target": entry.policy.target,
         "needs_action": entry.needs_action,
     }
 

@@ -30,6 +30,7 @@ other failure is an outcome.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import hashlib
 import secrets
@@ -50,11 +51,11 @@ from ca.issuance import IssuedCertificate
 from deploy import repository
 from deploy.config import DeploySettings
 from deploy.errors import DeployError
-from deploy.inventory import record_probe
+from deploy.inventory import other_snis, record_probe
 from deploy.keys import NewKey, generate_in_certyard, generate_on_target
 from deploy.remote_files import Installed, PathCheck, RemoteFiles, Staged
 from deploy.ssh import connect, run
-from deploy.targets import Target, format_endpoint
+from deploy.targets import Endpoint, Target, format_endpoint
 from deploy.verify import Served, served_leaf, wait_for
 from notify.events import Notification, NotificationSink, NullSink, Severity
 from storage.models_deploy import DeployTarget
@@ -403,12 +404,21 @@ class Deployer:
         return outcome
 
     async def _record(self, state: _Run, served: Served) -> None:
-        """The last verification probe into the scanner's inventory (deploy/inventory.py)."""
+        """The last verification probe into the scanner's inventory (deploy/inventory.py),
+        with a probe of each other SNI variant a discovery scan recorded at that address."""
         if served.result is None:
             return
+        results = [served.result]
+        job = served.result.job
+        for sni, host in await other_snis(self._sessions, job):
+            variant = Endpoint(job.ip, job.port, sni)
+            seen = await served_leaf(variant, seconds=self._settings.probe_timeout_seconds)
+            if seen.result is not None:
+                seen.result.job = dataclasses.replace(seen.result.job, host=host)
+                results.append(seen.result)
         scan_id = await record_probe(
             self._sessions,
-            served.result,
+            results,
             root_pem=self._issuance.root_pem(),
             parameters={"target": state.target.name, "run": state.run_id},
             clock=self._clock,

@@ -187,7 +187,15 @@ class RenewalRunner:
                 for entry in quiet:  # the healthy rest: their state only, in one transaction
                     await _write_item(session, entry, [], result.run_id, now)
             if self.expiry_check is not None:
-                await self.expiry_check(queue)
+                # A certificate this run replaced and verified on its endpoint is no longer in
+                # service: an expiry alert for it would be a false alarm sent seconds after
+                # the fix (and would spend its threshold's one alert).
+                replaced = {
+                    a.cert_key
+                    for a in result.actions
+                    if a.action == "deployed" and a.outcome == "ok"
+                }
+                await self.expiry_check([e for e in queue if e.item.key not in replaced])
             status = "done"
         finally:
             async with self.sessions.begin() as session:
