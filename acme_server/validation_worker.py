@@ -91,7 +91,10 @@ class ValidationWorker:
 
     async def _validate(self, challenge_id: str) -> None:
         try:
-            await self._validate_one(challenge_id)
+            # Every log line of this validation names its challenge (and, once loaded, its
+            # authorization and account): each job runs in its own task, so its own context.
+            with structlog.contextvars.bound_contextvars(challenge=challenge_id):
+                await self._validate_one(challenge_id)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -108,6 +111,7 @@ class ValidationWorker:
             account = await session.get(Account, authz.account_id) if authz else None
         if chall is None or authz is None or account is None:
             return
+        structlog.contextvars.bind_contextvars(authorization=authz.id, account=account.id)
         key_auth = key_authorization(chall.token, jwk_from_json(account.jwk))
         records: list[ValidationRecord] = []
         error: dict[str, Any] | None = None

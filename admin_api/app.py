@@ -13,6 +13,8 @@ from admin_api.openapi import API_PREFIX, build_document, render_docs
 from admin_api.problems import problem_middleware
 from admin_api.registry import Registry, Route, make_handler
 from admin_api.resources import acme, certificates, est, issuers, namespaces, scans, tokens
+from admin_api.resources import audit as audit_resource
+from admin_api.web import mount as mount_web
 
 # Every resource of the API; adding one is a module with a Registry and a line here.
 RESOURCES: tuple[Registry, ...] = (
@@ -23,6 +25,7 @@ RESOURCES: tuple[Registry, ...] = (
     issuers.routes,
     tokens.routes,
     namespaces.routes,
+    audit_resource.routes,
 )
 
 
@@ -60,4 +63,5 @@ def create_app(
             await services.oidc.close()
 
     app.cleanup_ctx.append(close)
+    mount_web(app)  # the web pages for people under /ui/ (admin_api/web/)
     return app

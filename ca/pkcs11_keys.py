@@ -411,7 +411,7 @@ class Pkcs11KeyBackend:
             future = asyncio.get_running_loop().run_in_executor(self._executor, shut)
             await asyncio.wait_for(future, self._config.call_timeout)
         except TimeoutError:
-            log.warning("pkcs11_close_timeout", token=self._config.token_label)
+            log.warning("pkcs11_close_timeout", token_label=self._config.token_label)
         finally:
             self._executor.shutdown(wait=False, cancel_futures=True)
 
@@ -463,7 +463,9 @@ class Pkcs11KeyBackend:
                 self._conn = None
                 self._stale.append(conn)
                 self._problem = _describe(exc)
-                log.warning("pkcs11_lost", token=self._config.token_label, error=self._problem)
+                log.warning(
+                    "pkcs11_lost", token_label=self._config.token_label, error=self._problem
+                )
 
     def _connection(self, *, throttle: bool) -> _Connection:
         with self._lock:
@@ -485,7 +487,7 @@ class Pkcs11KeyBackend:
             conn = self._reconnect(stale)
             with self._lock:
                 self._conn, self._problem = conn, ""
-            log.info("pkcs11_token_connected", token=self._config.token_label)
+            log.info("pkcs11_token_connected", token_label=self._config.token_label)
             return conn
 
     def _reconnect(self, stale: list[_Connection]) -> _Connection:

@@ -36,6 +36,7 @@ from certyard.jobs import build_registry
 from certyard.metrics import metrics_handler
 from certyard.metrics_db import start_db_gauges
 from certyard.metrics_http import instrument
+from certyard.request_ids import with_request_ids
 from certyard.settings import Settings, parse_hostport
 from certyard.wiring import (
     Services,
@@ -145,6 +146,7 @@ def build_https_app(
     """The public HTTPS listener: ACME under /acme, EST under /.well-known/est (RFC 7030
     §3.2.2), /healthz and /readyz at the top."""
     root = web.Application(client_max_size=context.config.max_body_bytes)
+    with_request_ids(root)  # X-Request-Id for ACME, EST and health (docs/admin-api.md)
     add_health_routes(root, checks)
     # Metrics middleware per sub-application: protocol acme / est (docs/metrics.md).
     root.add_subapp(PREFIX, instrument(create_app(context), "acme"))
@@ -190,7 +192,7 @@ def build_http_app(services: Services) -> web.Application:
         for handle in services.hierarchy.issuers
     }
     app = create_revocation_app(services.crls, services.ocsp, issuer_certs=issuers)
-    return instrument(app, "revocation")
+    return with_request_ids(instrument(app, "revocation"))
 
 
 def build_admin_app(
@@ -209,7 +211,7 @@ def build_admin_app(
         est_labels=tuple(settings.est.labels),
         scan_anchors=(settings.server.data_dir / "ca" / "root.pem",),
     )
-    app = instrument(create_admin_app(admin), "admin")
+    app = with_request_ids(instrument(create_admin_app(admin), "admin"))
     add_health_routes(app, checks)
     app.router.add_get("/metrics", metrics_handler)
     return app

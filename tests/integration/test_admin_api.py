@@ -66,6 +66,10 @@ TABLE: list[tuple[str, str, dict[str, Any] | None, set[str]]] = [
     ("GET", "/namespaces/bindings", None, ADMIN),
     ("PUT", "/namespaces/bindings/acme:xyz", {"namespace": "team-z"}, ADMIN),
     ("DELETE", f"/namespaces/bindings/{MISSING}", None, ADMIN),
+    ("GET", "/audit/events", None, {"admin", "auditor"}),
+    ("GET", f"/audit/events/{MISSING}", None, {"admin", "auditor"}),
+    ("GET", "/audit/export", None, {"admin", "auditor"}),
+    ("GET", "/audit/verify", None, {"admin", "auditor"}),
 ]
 
 
