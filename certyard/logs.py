@@ -135,7 +135,10 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
             logging.getLevelNamesMapping()[level.upper()]
         ),
         logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),  # type: ignore[arg-type]
-        cache_logger_on_first_use=True,
+        # Not cached: a logger bound once would keep this configuration for good, and the
+        # command line may configure logging again in the same process (tests run commands
+        # in-process; structlog.testing.capture_logs must still see their events).
+        cache_logger_on_first_use=False,
     )
     # Libraries that log through the standard library (aiohttp, asyncio, alembic): the same
     # processors and renderer, so their lines are JSON lines too.

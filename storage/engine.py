@@ -62,7 +62,8 @@ def _alembic_config(connection: Connection) -> Config:
 def _upgrade(connection: Connection) -> None:
     if connection.dialect.name == "postgresql":
         connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _MIGRATION_LOCK_ID})
-    # "heads": feature branches of the migration tree (EST, scanner, CT) may share a parent.
+    # One head today (the chain is kept linear: tests/unit/test_migration_chain.py); "heads"
+    # would still apply every branch should a release ever ship two.
     command.upgrade(_alembic_config(connection), "heads")
 
 

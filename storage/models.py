@@ -308,7 +308,7 @@ class ScannedCertificate(Base):
     not_after: Mapped[dt.datetime] = mapped_column(index=True)
     key_type: Mapped[str] = mapped_column(String(32))
     first_seen: Mapped[dt.datetime]
-    # The issuance record when certyard issued it (migration 0018), else None.
+    # The issuance record when certyard issued it (migration 0017), else None.
     issued_certificate_id: Mapped[str | None] = mapped_column(String(64), default=None)
 
 
@@ -330,7 +330,7 @@ class ScanObservation(Base):
     )
     status: Mapped[str] = mapped_column(String(16))
     chain: Mapped[list[Any]]  # SHA-256 hex of each certificate sent, leaf first
-    # SSH endpoints: scanner/ssh_probe.py's description of each host key (migration 0018).
+    # SSH endpoints: scanner/ssh_probe.py's description of each host key (migration 0017).
     host_keys: Mapped[list[Any] | None] = mapped_column(JSON, default=None)
     # RFC 6066 §8 stapled OCSP response summary (scanner/ocsp_staple.py); None = not checked.
     ocsp_stapling: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)

@@ -1,7 +1,7 @@
 """Admin API: API tokens (stored hashed) and namespace bindings
 
 Revision ID: 0015
-Revises: 0010
+Revises: 0014
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from alembic import op
 import storage.types
 
 revision = "0015"
-down_revision = "0010"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 

@@ -1,7 +1,7 @@
 """Audit trail: hash-chained entries, the chain head, audit keys and signed checkpoints
 
 Revision ID: 0016
-Revises: 0010
+Revises: 0015
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from alembic import op
 import storage.types
 
 revision = "0016"
-down_revision = "0010"
+down_revision = "0015"
 branch_labels = None
 depends_on = None
 

@@ -1,8 +1,8 @@
 """Scanned certificates linked to certyard's issuance records (issue 5 §6); SSH host keys seen
 by an observation (issue 5 §4)
 
-Revision ID: 0018
-Revises: 0010
+Revision ID: 0017
+Revises: 0016
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0018"
-down_revision = "0010"
+revision = "0017"
+down_revision = "0016"
 branch_labels = None
 depends_on = None
 
