@@ -14,6 +14,9 @@ from admin_api.problems import problem_middleware
 from admin_api.registry import Registry, Route, make_handler
 from admin_api.resources import acme, certificates, est, issuers, namespaces, scans, tokens
 from admin_api.resources import audit as audit_resource
+from admin_api.resources import ct as ct_resource
+from admin_api.resources import deploy as deploy_resource
+from admin_api.resources import renewal as renewal_resource
 from admin_api.web import mount as mount_web
 
 # Every resource of the API; adding one is a module with a Registry and a line here.
@@ -26,6 +29,9 @@ RESOURCES: tuple[Registry, ...] = (
     tokens.routes,
     namespaces.routes,
     audit_resource.routes,
+    ct_resource.routes,
+    renewal_resource.routes,
+    deploy_resource.routes,
 )
 
 

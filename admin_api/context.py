@@ -6,7 +6,7 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -17,6 +17,9 @@ from admin_api.oidc import OidcVerifier
 from admin_api.scan_jobs import ScanJobs
 from audit.recorder import AuditRecorder, NullRecorder
 from ca.keys import KeyBackend
+
+if TYPE_CHECKING:  # only for the annotation: certyard.settings imports every package's config
+    from certyard.settings import Settings
 
 
 class Revoker(Protocol):
@@ -43,6 +46,10 @@ class AdminServices:
     # Extra trust anchors for scans started through the API (certyard's own root.pem).
     scan_anchors: tuple[Path, ...] = ()
     scans: ScanJobs = field(default_factory=ScanJobs)
+    # The whole configuration, for resources that act like a CLI command (a renewal pass
+    # needs [renewal], [notify], [deploy]); None: a pass answers 501 and the queue is ranked
+    # under the default [renewal] settings (admin_api/resources/renewal.py).
+    app_settings: Settings | None = None
 
     def __post_init__(self) -> None:
         if self.oidc is None and self.settings.oidc.issuer:

@@ -25,6 +25,11 @@ PERMISSIONS: Final[dict[str, str]] = {
     "tokens:manage": "create and revoke API tokens",
     "namespaces:manage": "bind certificate requesters and scans to namespaces",
     "audit:read": "read the audit trail",
+    "ct:read": "read the CT watch list, matches and per-log status",
+    "ct:manage": "add and remove CT watch list entries",
+    "renewal:read": "read the renewal queue, policies and run history",
+    "renewal:run": "run a renewal pass (or a dry run)",
+    "deploy:read": "read deployment targets and their run history",
 }
 
 _VIEWER = frozenset(
@@ -34,6 +39,9 @@ _VIEWER = frozenset(
         "acme:read",
         "est:read",
         "issuers:read",
+        "ct:read",
+        "renewal:read",
+        "deploy:read",
     }
 )
 # The auditor reads everything (the audit trail and who holds which token) and changes nothing.
@@ -45,6 +53,8 @@ _OPERATOR = _VIEWER | {
     "eab:manage",
     "est:manage",
     "est:approve",
+    "ct:manage",
+    "renewal:run",
 }
 
 ROLE_PERMISSIONS: Final[dict[str, frozenset[str]]] = {

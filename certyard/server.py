@@ -210,6 +210,7 @@ def build_admin_app(
         clock=utc_now,
         est_labels=tuple(settings.est.labels),
         scan_anchors=(settings.server.data_dir / "ca" / "root.pem",),
+        app_settings=settings,
     )
     app = with_request_ids(instrument(create_admin_app(admin), "admin"))
     add_health_routes(app, checks)

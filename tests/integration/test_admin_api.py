@@ -70,6 +70,18 @@ TABLE: list[tuple[str, str, dict[str, Any] | None, set[str]]] = [
     ("GET", f"/audit/events/{MISSING}", None, {"admin", "auditor"}),
     ("GET", "/audit/export", None, {"admin", "auditor"}),
     ("GET", "/audit/verify", None, {"admin", "auditor"}),
+    ("GET", "/ct/watch", None, ALL),
+    ("POST", "/ct/watch", {"pattern": "table-{role}.example.test"}, OPS),
+    ("DELETE", f"/ct/watch/{MISSING}", None, OPS),
+    ("GET", "/ct/matches", None, ALL),
+    ("GET", "/ct/logs", None, ALL),
+    ("GET", "/renewal/queue", None, ALL),
+    ("GET", "/renewal/policies", None, ALL),
+    ("GET", "/renewal/runs", None, ALL),
+    ("POST", "/renewal/runs", {"dry_run": True}, OPS),
+    ("GET", "/deploy/targets", None, ALL),
+    ("GET", f"/deploy/targets/{MISSING}", None, ALL),
+    ("GET", "/deploy/runs", None, ALL),
 ]
 
 
