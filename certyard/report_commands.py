@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 from certyard.settings import Settings
-from scanner.diff import diff
-from scanner.reports import FORMATS, render
+from scanner.diff import diff_streams
+from scanner.reports import FORMATS, write
 from scanner.stored_scan import UnknownScan, load_scan, previous_scan_id
 from storage.engine import create_engine, migrate, session_factory
 
@@ -39,13 +39,18 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
             raise UsageError(f"no scan {exc} in the inventory") from None
     finally:
         await engine.dispose()
-    document = stored.document()
-    changes = diff(before.document(), document) if before is not None else None
-    text = render(args.format, document, stored.summary, changes)
+    header = stored.header()
+    changes = None
+    if before is not None:
+        changes = diff_streams(
+            before.header(), before.summary.endpoints(), header, stored.summary.endpoints()
+        )
+    # Written endpoint by endpoint from the spool load_scan filled, never built whole.
     if args.out is not None:
-        args.out.write_text(text)
+        with args.out.open("w") as stream:
+            write(args.format, stream, header, stored.summary, changes)
     else:
-        sys.stdout.write(text)
+        write(args.format, sys.stdout, header, stored.summary, changes)
     return 0
 
 
@@ -63,5 +68,8 @@ async def run_diff(settings: Settings, first: str, second: str) -> int:
             raise UsageError(f"no scan {exc} in the inventory") from None
     finally:
         await engine.dispose()
-    sys.stdout.write(json.dumps(diff(old.document(), new.document()), indent=2) + "\n")
+    changes = diff_streams(
+        old.header(), old.summary.endpoints(), new.header(), new.summary.endpoints()
+    )
+    sys.stdout.write(json.dumps(changes, indent=2) + "\n")
     return 0

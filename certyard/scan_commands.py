@@ -10,22 +10,22 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, TextIO, TypeVar
-
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 from certyard.settings import Settings
 from scanner.config import ScanSettings
-from scanner.diff import diff
+from scanner.diff import diff_streams
 from scanner.jobs import ProbeJob, ProbeResult
-from scanner.reports import FORMATS, render
+from scanner.reports import FORMATS, write
 from scanner.runner import ScanOptions
 from scanner.scan import ScanOutcome, ScanRequest, scan
-from scanner.stored_scan import load_scan, previous_scan_id
 from scanner.syn import SynUnavailable
 from scanner.targets import TargetError, parse_ports, read_targets_file
-from storage.engine import create_engine, is_sqlite, migrate, session_factory
-from storage.models import ScanRun
+
+# The database stack (SQLAlchemy, Alembic, the models) is imported only when the scan writes to
+# the inventory: ``--no-inventory`` scans start faster and hold less memory without it.
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 T = TypeVar("T")
 
@@ -226,6 +226,8 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
     progress = ProgressBar() if sys.stderr.isatty() else None
     engine = None
     if not args.no_inventory:
+        from storage.engine import create_engine, is_sqlite
+
         if is_sqlite(settings.database_url):
             # The default database lives in data_dir, which a first scan may have to create.
             settings.server.data_dir.mkdir(parents=True, exist_ok=True)
@@ -233,6 +235,8 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
     try:
         sessions = None
         if engine is not None:
+            from storage.engine import migrate, session_factory
+
             await migrate(engine)
             sessions = session_factory(engine)
         try:
@@ -255,13 +259,18 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         if engine is not None:
             await engine.dispose()
-    text = render(args.format, outcome.document, outcome.summary, changes)
-    if args.out is not None:
-        args.out.write_text(text)
-        print_summary(outcome, sys.stdout)
-    else:
-        sys.stdout.write(text)
-        print_summary(outcome, sys.stderr)
+    try:
+        # The report is written endpoint by endpoint from the scan's spool, never built whole.
+        if args.out is not None:
+            with args.out.open("w") as stream:
+                write(args.format, stream, outcome.header, outcome.summary, changes)
+            print_summary(outcome, sys.stdout)
+        else:
+            write(args.format, sys.stdout, outcome.header, outcome.summary, changes)
+            print_summary(outcome, sys.stderr)
+    finally:
+        if outcome.summary.spool is not None:
+            outcome.summary.spool.close()
     return 0
 
 
@@ -271,16 +280,29 @@ async def _changes_since_previous(
     """Issue 5 §7: every report carries the diff against the scan before it."""
     if outcome.scan_id is None:
         return None
+    from scanner.stored_scan import load_scan, previous_scan_id
+
     before_id = await previous_scan_id(sessions, outcome.scan_id)
     if before_id is None:
         return None
     before = await load_scan(sessions, before_id)
-    return diff(before.document(), outcome.document)
+    try:
+        return diff_streams(
+            before.header(),
+            before.summary.endpoints(),
+            outcome.header,
+            outcome.summary.endpoints(),
+        )
+    finally:
+        if before.summary.spool is not None:
+            before.summary.spool.close()
 
 
 async def _recorded_request(
     sessions: async_sessionmaker[AsyncSession], scan_id: str
 ) -> ScanRequest:
+    from storage.models import ScanRun
+
     async with sessions() as session:
         run = await session.get(ScanRun, scan_id)
     if run is None:

@@ -7,6 +7,7 @@ one diff the same way.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 EndpointKey = tuple[str, int, str]
@@ -80,4 +81,32 @@ def is_empty(changes: dict[str, Any]) -> bool:
             "new_findings",
             "resolved_findings",
         )
+    )
+
+
+def slim(endpoint: dict[str, Any]) -> dict[str, Any]:
+    """What ``diff`` reads of an endpoint: its key, its leaf's digest and its findings (not the
+    chain), so a diff of two large scans holds one small row per endpoint."""
+    cert = endpoint.get("certificate")
+    return {
+        "ip": endpoint["ip"],
+        "port": endpoint["port"],
+        "sni": endpoint.get("sni"),
+        "certificate": {"sha256": cert["sha256"]} if cert else None,
+        "findings": [
+            {"code": f["code"], "severity": f["severity"]} for f in endpoint.get("findings", [])
+        ],
+    }
+
+
+def diff_streams(
+    old_scan: dict[str, Any],
+    old_endpoints: Iterable[dict[str, Any]],
+    new_scan: dict[str, Any],
+    new_endpoints: Iterable[dict[str, Any]],
+) -> dict[str, Any]:
+    """``diff`` of two reports read endpoint by endpoint (from their spools)."""
+    return diff(
+        {"scan": old_scan, "endpoints": [slim(e) for e in old_endpoints]},
+        {"scan": new_scan, "endpoints": [slim(e) for e in new_endpoints]},
     )

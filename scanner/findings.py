@@ -34,6 +34,7 @@ which would turn each of those into a second, misleading ``untrusted_chain``.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import ipaddress
 import warnings
 from collections.abc import Iterable, Sequence
@@ -109,6 +110,10 @@ class TrustStore:
 
     anchors: list[x509.Certificate] = field(default_factory=list)
     intermediates: list[x509.Certificate] = field(default_factory=list)
+    # Path verdicts by chain (DER tuple): one certificate served on many addresses (a load
+    # balancer pool, a wildcard) has its signatures checked once per scan, not once per endpoint.
+    # Bounded, so memory does not grow with the range.
+    verdicts: dict[tuple[bytes, ...], str] = field(default_factory=dict, repr=False, compare=False)
 
     def add(self, certs: Iterable[x509.Certificate], *, roots_only: bool = False) -> None:
         for cert in certs:
@@ -250,6 +255,36 @@ def _position(i: int) -> str:
     return "leaf" if i == 0 else f"chain[{i}]"
 
 
+_VERDICTS_KEPT = 4096
+_PARSED_KEPT = 4096
+
+
+@functools.lru_cache(maxsize=_PARSED_KEPT)
+def parse_der(der: bytes) -> x509.Certificate:
+    """A parsed certificate, cached: a scan meets the same certificates on many endpoints."""
+    return x509.load_der_x509_certificate(der)
+
+
+def _verdict(key: tuple[bytes, ...], certs: list[x509.Certificate], store: TrustStore) -> str:
+    """ "self_signed", "trusted", "incomplete_chain" or "untrusted_chain" for a chain."""
+    cached = store.verdicts.get(key)
+    if cached is not None:
+        return cached
+    leaf = certs[0]
+    if _self_signed(leaf):
+        verdict = "self_signed"
+    elif _has_path(leaf, certs[1:], store):
+        verdict = "trusted"
+    elif _has_path(leaf, certs[1:] + store.intermediates, store):
+        verdict = "incomplete_chain"
+    else:
+        verdict = "untrusted_chain"
+    if len(store.verdicts) >= _VERDICTS_KEPT:
+        store.verdicts.clear()
+    store.verdicts[key] = verdict
+    return verdict
+
+
 def evaluate(
     chain_der: Sequence[bytes],
     sni: str | None,
@@ -262,7 +297,7 @@ def evaluate(
     out: list[Finding] = []
     for i, der in enumerate(chain_der):
         try:
-            certs.append(x509.load_der_x509_certificate(der))
+            certs.append(parse_der(der))
         except ValueError as exc:
             out.append(Finding("bad_certificate", f"{_position(i)}: {exc}", sha256_hex(der)))
             return out
@@ -286,28 +321,27 @@ def evaluate(
         if isinstance(algorithm, hashes.SHA1) and not _self_signed(cert):
             out.append(Finding("sha1_signature", f"{where} is signed with SHA-1", fp))
     leaf, leaf_fp = certs[0], sha256_hex(chain_der[0])
-    if _self_signed(leaf):
+    verdict = _verdict(tuple(chain_der), certs, store)
+    if verdict == "self_signed":
         out.append(
             Finding("self_signed", f"issuer and subject: {leaf.subject.rfc4514_string()}", leaf_fp)
         )
-    elif not _has_path(leaf, certs[1:], store):
-        if _has_path(leaf, certs[1:] + store.intermediates, store):
-            out.append(
-                Finding(
-                    "incomplete_chain",
-                    f"the issuer {leaf.issuer.rfc4514_string()} is known but was not sent",
-                    leaf_fp,
-                )
+    elif verdict == "incomplete_chain":
+        out.append(
+            Finding(
+                "incomplete_chain",
+                f"the issuer {leaf.issuer.rfc4514_string()} is known but was not sent",
+                leaf_fp,
             )
-        else:
-            last = certs[-1]
-            out.append(
-                Finding(
-                    "untrusted_chain",
-                    f"no trusted root for issuer {last.issuer.rfc4514_string()}",
-                    leaf_fp,
-                )
+        )
+    elif verdict == "untrusted_chain":
+        out.append(
+            Finding(
+                "untrusted_chain",
+                f"no trusted root for issuer {certs[-1].issuer.rfc4514_string()}",
+                leaf_fp,
             )
+        )
     if sni is not None and not hostname_matches(leaf, sni):
         out.append(Finding("hostname_mismatch", f"{sni} is not in the subjectAltName", leaf_fp))
     return out

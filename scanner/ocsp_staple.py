@@ -10,7 +10,9 @@ endpoints are not checked (their preambles are asyncio code); their ``ocsp_stapl
 from __future__ import annotations
 
 import asyncio
+import select
 import socket
+import time
 from typing import Any
 
 from cryptography.x509 import ocsp
@@ -55,8 +57,25 @@ def _handshake(ip: str, port: int, sni: str | None, seconds: float) -> dict[str,
             conn.set_tlsext_host_name(sni.encode("idna"))
         conn.request_ocsp()
         conn.set_connect_state()
-        conn.do_handshake()
-        conn.shutdown()
+        # A socket with a timeout is non-blocking underneath, so OpenSSL answers "want read"
+        # whenever the server is slower than us: wait for the socket, up to the deadline.
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                conn.do_handshake()
+                break
+            except (SSL.WantReadError, SSL.WantWriteError) as want:
+                left = deadline - time.monotonic()
+                writing = isinstance(want, SSL.WantWriteError)
+                ready = select.select(
+                    [] if writing else [sock], [sock] if writing else [], [], max(left, 0)
+                )
+                if left <= 0 or not any(ready):
+                    raise TimeoutError("OCSP stapling handshake") from None
+        try:
+            conn.shutdown()
+        except SSL.Error:
+            pass  # the handshake is what we came for; a close_notify that cannot go is fine
     return describe(stapled[0]) if stapled else {"stapled": False}
 
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import csv
 import io
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, TextIO
 
 COLUMNS = (
     "host",
@@ -30,9 +31,15 @@ COLUMNS = (
 
 def render(document: dict[str, Any]) -> str:
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
+    write(out, document.get("endpoints", []))
+    return out.getvalue()
+
+
+def write(stream: TextIO, endpoints: Iterable[dict[str, Any]]) -> None:
+    """One row per endpoint, written as it comes (the scan streams them from its spool)."""
+    writer = csv.writer(stream, lineterminator="\r\n")
     writer.writerow(COLUMNS)
-    for endpoint in document.get("endpoints", []):
+    for endpoint in endpoints:
         cert = endpoint.get("certificate") or {}
         writer.writerow(
             [
@@ -52,4 +59,3 @@ def render(document: dict[str, Any]) -> str:
                 "; ".join(f"{f['code']}:{f['severity']}" for f in endpoint.get("findings", [])),
             ]
         )
-    return out.getvalue()

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TextIO
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
@@ -117,3 +118,21 @@ def render(
 ) -> str:
     context = build_context(document, changes, now or dt.datetime.now(dt.UTC))
     return _environment().get_template("report.html.j2").render(**context)
+
+
+def row(endpoint: dict[str, Any]) -> dict[str, Any]:
+    """What the HTML report shows of an endpoint: everything but the chain and host keys."""
+    return {k: v for k, v in endpoint.items() if k not in ("chain", "host_keys", "host_key")}
+
+
+def write(
+    stream: TextIO,
+    scan: dict[str, Any],
+    endpoints: Iterable[dict[str, Any]],
+    changes: dict[str, Any] | None = None,
+    now: dt.datetime | None = None,
+) -> None:
+    """The report from streamed endpoints: one table row each is kept, not their chains."""
+    document = {"scan": scan, "endpoints": [row(e) for e in endpoints]}
+    context = build_context(document, changes, now or dt.datetime.now(dt.UTC))
+    stream.writelines(_environment().get_template("report.html.j2").generate(**context))

@@ -7,19 +7,24 @@ certificate the server sent, leaf first; ``findings`` are ``{code, severity, det
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, TextIO
 
 from cryptography import x509
 
-from scanner.findings import key_description, sha256_hex
+from scanner import json_stream
+from scanner.findings import key_description, parse_der, sha256_hex
 from scanner.runner import EndpointReport, ScanSummary
+from scanner.spool import Record
 
 
-def certificate_object(der: bytes) -> dict[str, Any]:
+@functools.lru_cache(maxsize=4096)
+def _certificate_object(der: bytes) -> dict[str, Any]:
     out: dict[str, Any] = {"sha256": sha256_hex(der)}
     try:
-        cert = x509.load_der_x509_certificate(der)
+        cert = parse_der(der)
     except ValueError:
         return out
     kind, bits = key_description(cert)
@@ -40,6 +45,12 @@ def certificate_object(der: bytes) -> dict[str, Any]:
         names=names,
     )
     return out
+
+
+def certificate_object(der: bytes) -> dict[str, Any]:
+    """A certificate of the report; cached (bounded), as the same one is met on many
+    endpoints, and copied, so a caller may change its copy."""
+    return dict(_certificate_object(der))
 
 
 def endpoint_object(report: EndpointReport) -> dict[str, Any]:
@@ -74,6 +85,30 @@ def endpoint_object(report: EndpointReport) -> dict[str, Any]:
     }
 
 
+def record(report: EndpointReport) -> Record:
+    """What the spool keeps of one report: its JSON object (no DER), and the certificate each
+    finding is about (SARIF's fingerprints need it; the JSON report does not show it)."""
+    return Record(endpoint_object(report), [f.cert_sha256 for f in report.findings])
+
+
+def header(
+    summary: ScanSummary,
+    *,
+    scan_id: str | None,
+    started: dt.datetime,
+    finished: dt.datetime,
+    parameters: dict[str, Any],
+) -> dict[str, Any]:
+    return {
+        "id": scan_id,
+        "started": started.isoformat(),
+        "finished": finished.isoformat(),
+        "parameters": parameters,
+        "by_status": dict(sorted(summary.by_status.items())),
+        "by_finding": dict(sorted(summary.by_code.items())),
+    }
+
+
 def build(
     summary: ScanSummary,
     *,
@@ -83,16 +118,24 @@ def build(
     parameters: dict[str, Any],
 ) -> dict[str, Any]:
     return {
-        "scan": {
-            "id": scan_id,
-            "started": started.isoformat(),
-            "finished": finished.isoformat(),
-            "parameters": parameters,
-            "by_status": dict(sorted(summary.by_status.items())),
-            "by_finding": dict(sorted(summary.by_code.items())),
-        },
-        "endpoints": [endpoint_object(r) for r in summary.reports],
+        "scan": header(
+            summary, scan_id=scan_id, started=started, finished=finished, parameters=parameters
+        ),
+        "endpoints": list(summary.endpoints()),
     }
+
+
+def write(
+    stream: TextIO,
+    scan: dict[str, Any],
+    endpoints: Iterable[dict[str, Any]],
+    changes: dict[str, Any] | None = None,
+) -> None:
+    """The report, as ``dumps`` of the whole document would write it, one endpoint at a time."""
+    skeleton: dict[str, Any] = {"scan": scan, "endpoints": json_stream.PLACEHOLDER}
+    if changes is not None:
+        skeleton["diff"] = changes
+    json_stream.write(stream, skeleton, endpoints)
 
 
 def dumps(document: dict[str, Any]) -> str:

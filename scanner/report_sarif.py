@@ -7,10 +7,13 @@ Each result points at its endpoint twice: a physical location whose artifact URI
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable, Iterator
+from typing import Any, TextIO
 
+from scanner import json_stream
 from scanner.findings import DESCRIPTION, SEVERITY, Severity
 from scanner.runner import ScanSummary
+from scanner.spool import Record
 
 SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 # SARIF §3.27.10 result.level.
@@ -30,9 +33,48 @@ def _rule_name(code: str) -> str:
     return name if name.lower() != code.lower() else name + "Finding"
 
 
-def build(summary: ScanSummary, *, version: str = "0.1.0") -> dict[str, Any]:
-    codes = sorted(SEVERITY)
-    index = {code: i for i, code in enumerate(codes)}
+def _results(records: Iterable[Record]) -> Iterator[dict[str, Any]]:
+    index = {code: i for i, code in enumerate(sorted(SEVERITY))}
+    for record in records:
+        e = record.endpoint
+        ip, port, sni, host = e["ip"], e["port"], e.get("sni"), e.get("host")
+        where = f"{sni or host or ip} ({ip}:{port})"
+        for finding, cert_sha256 in zip(e["findings"], record.finding_certs, strict=True):
+            code, severity = finding["code"], Severity(finding["severity"])
+            yield {
+                "ruleId": code,
+                "ruleIndex": index[code],
+                "level": LEVEL[severity],
+                "message": {"text": f"{where}: {finding['detail']}"},
+                "locations": [
+                    {
+                        "physicalLocation": {
+                            "artifactLocation": {
+                                "uri": f"{_scheme(e['protocol'])}://{_host(ip)}:{port}"
+                            }
+                        },
+                        "logicalLocations": [
+                            {
+                                "name": sni or ip,
+                                "fullyQualifiedName": f"{sni or ''}@{ip}:{port}",
+                                "kind": "resource",
+                            }
+                        ],
+                    }
+                ],
+                "partialFingerprints": {
+                    "endpointFinding/v1": f"{ip}:{port}:{sni or ''}:{code}:{cert_sha256 or ''}"
+                },
+                "properties": {
+                    "host": host,
+                    "sni": sni,
+                    "certificate_sha256": cert_sha256,
+                    "severity": severity.value,
+                },
+            }
+
+
+def _skeleton(results: Any, version: str) -> dict[str, Any]:
     rules = [
         {
             "id": code,
@@ -41,47 +83,8 @@ def build(summary: ScanSummary, *, version: str = "0.1.0") -> dict[str, Any]:
             "defaultConfiguration": {"level": LEVEL[SEVERITY[code]]},
             "properties": {"security-severity": SCORE[SEVERITY[code]], "tags": ["tls"]},
         }
-        for code in codes
+        for code in sorted(SEVERITY)
     ]
-    results = []
-    for report in summary.reports:
-        job = report.job
-        where = f"{job.sni or job.host or job.ip} ({job.ip}:{job.port})"
-        for finding in report.findings:
-            results.append(
-                {
-                    "ruleId": finding.code,
-                    "ruleIndex": index[finding.code],
-                    "level": LEVEL[finding.severity],
-                    "message": {"text": f"{where}: {finding.detail}"},
-                    "locations": [
-                        {
-                            "physicalLocation": {
-                                "artifactLocation": {
-                                    "uri": f"{_scheme(job.protocol)}://{_host(job.ip)}:{job.port}"
-                                }
-                            },
-                            "logicalLocations": [
-                                {
-                                    "name": job.sni or job.ip,
-                                    "fullyQualifiedName": f"{job.sni or ''}@{job.ip}:{job.port}",
-                                    "kind": "resource",
-                                }
-                            ],
-                        }
-                    ],
-                    "partialFingerprints": {
-                        "endpointFinding/v1": f"{job.ip}:{job.port}:{job.sni or ''}:"
-                        f"{finding.code}:{finding.cert_sha256 or ''}"
-                    },
-                    "properties": {
-                        "host": job.host,
-                        "sni": job.sni,
-                        "certificate_sha256": finding.cert_sha256,
-                        "severity": finding.severity.value,
-                    },
-                }
-            )
     return {
         "$schema": SCHEMA,
         "version": "2.1.0",
@@ -99,6 +102,15 @@ def build(summary: ScanSummary, *, version: str = "0.1.0") -> dict[str, Any]:
             }
         ],
     }
+
+
+def build(summary: ScanSummary, *, version: str = "0.1.0") -> dict[str, Any]:
+    return _skeleton(list(_results(summary.records())), version)
+
+
+def write(stream: TextIO, records: Iterable[Record], *, version: str = "0.1.0") -> None:
+    """The SARIF log, as ``json.dumps(build(...), indent=2)`` writes it, one result at a time."""
+    json_stream.write(stream, _skeleton(json_stream.PLACEHOLDER, version), _results(records))
 
 
 def _host(ip: str) -> str:

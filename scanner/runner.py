@@ -7,7 +7,8 @@ probed first without SNI (then, when that worked, once more capped at TLS 1.1 fo
 When the transport itself fails (refused, timeout, no TLS) the named probes are skipped: they
 would meet the same port, and the endpoint is reported once, without SNI.
 
-Results are streamed to a sink (the inventory) and an observer (progress) as they arrive.
+Results are streamed to a sink (the report spool and the inventory, scanner/scan.py) and an
+observer (progress) as they arrive; the runner itself keeps counts only.
 """
 
 from __future__ import annotations
@@ -16,17 +17,18 @@ import asyncio
 import datetime as dt
 import ssl
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from scanner.findings import Finding, TrustStore, evaluate, evaluate_ssh, sha256_hex
-from scanner.issued import IssuedRecord
 from scanner.jobs import NullObserver, Observer, ProbeJob, ProbeResult, Status
-from scanner.ocsp_staple import check_stapling
-from scanner.ssh_probe import probe_ssh
+from scanner.spool import Record, Spool
 from scanner.targets import Endpoint
 from scanner.tls_probe import client_context, probe
+
+if TYPE_CHECKING:  # scanner.issued needs SQLAlchemy, which a --no-inventory scan never loads
+    from scanner.issued import IssuedRecord
 
 Clock = Callable[[], dt.datetime]
 _TRANSPORT_FAILURES = (Status.REFUSED, Status.TIMEOUT, Status.NO_TLS)
@@ -67,9 +69,17 @@ class Sink(Protocol):
 
 @dataclass
 class ScanSummary:
-    reports: list[EndpointReport]
+    """Counts of a scan, and its reports on disk (``spool``), read back in report order."""
+
     by_status: Counter[str]
     by_code: Counter[str]
+    spool: Spool | None = None
+
+    def records(self) -> Iterator[Record]:
+        return self.spool.records() if self.spool is not None else iter(())
+
+    def endpoints(self) -> Iterator[dict[str, Any]]:
+        return (record.endpoint for record in self.records())
 
 
 class Runner:
@@ -93,7 +103,11 @@ class Runner:
         self.context = context or client_context()
         self.legacy_context = client_context(maximum=ssl.TLSVersion.TLSv1_1)
         self._per_host: dict[str, asyncio.Semaphore] = {}
-        self._reports: list[EndpointReport] = []
+        self._host_users: dict[str, int] = {}
+        # Counts only: the reports themselves go to the sink as they arrive (issue 5: memory
+        # that does not grow with the size of the range).
+        self._by_status: Counter[str] = Counter()
+        self._by_code: Counter[str] = Counter()
         self._presence: dict[tuple[str, int], Status] = {}
 
     async def run(
@@ -117,19 +131,11 @@ class Runner:
         finally:
             for worker in workers:
                 worker.cancel()
-        reports = sorted(self._reports, key=lambda r: (r.job.ip, r.job.port, r.job.sni or ""))
-        return ScanSummary(
-            reports,
-            Counter(r.result.status.value for r in reports),
-            Counter(f.code for r in reports for f in r.findings),
-        )
+        return ScanSummary(Counter(self._by_status), Counter(self._by_code))
 
     def partial_counts(self) -> dict[str, dict[str, int]]:
         """Counts of what finished so far (for the scan record, even when interrupted)."""
-        return {
-            "by_status": dict(Counter(r.result.status.value for r in self._reports)),
-            "by_finding": dict(Counter(f.code for r in self._reports for f in r.findings)),
-        }
+        return {"by_status": dict(self._by_status), "by_finding": dict(self._by_code)}
 
     async def _worker(self, queue: asyncio.Queue[Endpoint]) -> None:
         while True:
@@ -173,6 +179,8 @@ class Runner:
                 endpoint.names[0] if endpoint.names else None,
                 default_host,
             )
+            from scanner.ocsp_staple import check_stapling  # pyOpenSSL: only when asked for
+
             first.ocsp_stapling = await check_stapling(staple_job, seconds=self.options.timeout)
         await self._report(base, first, extra)
         if first.status in _TRANSPORT_FAILURES:
@@ -184,21 +192,33 @@ class Runner:
     async def _attempt(self, job: ProbeJob) -> ProbeResult:
         """One job, retried after a timeout or an error; always a result."""
         self.observer.job_started(job)
-        semaphore = self._per_host.setdefault(job.ip, asyncio.Semaphore(self.options.per_host))
+        semaphore = self._per_host.get(job.ip)
+        if semaphore is None:
+            semaphore = self._per_host[job.ip] = asyncio.Semaphore(self.options.per_host)
+        self._host_users[job.ip] = self._host_users.get(job.ip, 0) + 1
         ctx = self.legacy_context if job.legacy else self.context
         attempts = 0
-        while True:
-            attempts += 1
-            async with semaphore:
-                try:
-                    if job.protocol == "ssh":
-                        result = await probe_ssh(job, seconds=self.options.timeout)
-                    else:
-                        result = await probe(job, ctx, seconds=self.options.timeout)
-                except Exception as exc:  # a bug in one probe must not end the scan
-                    result = ProbeResult(job, Status.ERROR, error=f"internal: {exc!r}")
-            if result.status not in _RETRIED or attempts > self.options.retries:
-                break
+        try:
+            while True:
+                attempts += 1
+                async with semaphore:
+                    try:
+                        if job.protocol == "ssh":
+                            from scanner.ssh_probe import probe_ssh  # asyncssh: only for SSH
+
+                            result = await probe_ssh(job, seconds=self.options.timeout)
+                        else:
+                            result = await probe(job, ctx, seconds=self.options.timeout)
+                    except Exception as exc:  # a bug in one probe must not end the scan
+                        result = ProbeResult(job, Status.ERROR, error=f"internal: {exc!r}")
+                if result.status not in _RETRIED or attempts > self.options.retries:
+                    break
+        finally:
+            # A host nobody is probing any more gives its semaphore back (a fresh one is the
+            # same), so the table holds the hosts in flight, not every host of the range.
+            self._host_users[job.ip] -= 1
+            if not self._host_users[job.ip]:
+                del self._host_users[job.ip], self._per_host[job.ip]
         result.attempts = attempts
         self.observer.job_finished(result)
         return result
@@ -223,6 +243,7 @@ class Runner:
                         )
                     )
         report = EndpointReport(job, result, findings + extra)
-        self._reports.append(report)
+        self._by_status[result.status.value] += 1
+        self._by_code.update(f.code for f in report.findings)
         if self.sink is not None:
             await self.sink.record(report)

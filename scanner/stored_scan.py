@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Row, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from scanner import report_json
 from scanner.findings import Finding
 from scanner.jobs import ProbeJob, ProbeResult, Status
 from scanner.runner import EndpointReport, ScanSummary
+from scanner.spool import Spool
 from storage.models import (
     ScanEndpoint,
     ScanFinding,
@@ -40,52 +42,87 @@ class StoredScan:
     parameters: dict[str, Any]
     summary: ScanSummary
 
-    def document(self) -> dict[str, Any]:
-        """The JSON report, the same shape ``certyard scan`` prints."""
-        document = report_json.build(
+    def header(self) -> dict[str, Any]:
+        """The report's "scan" object."""
+        scan = report_json.header(
             self.summary,
             scan_id=self.scan_id,
             started=self.started,
             finished=self.finished or self.started,
             parameters=self.parameters,
         )
-        document["scan"]["status"] = self.status
-        return document
+        scan["status"] = self.status
+        return scan
+
+    def document(self) -> dict[str, Any]:
+        """The JSON report, the same shape ``certyard scan`` prints."""
+        return {"scan": self.header(), "endpoints": list(self.summary.endpoints())}
+
+
+_PAGE = 1000  # observations read per query: memory stays flat however large the scan
 
 
 async def load_scan(sessions: async_sessionmaker[AsyncSession], scan_id: str) -> StoredScan:
+    """The scan's record and its reports, read page by page into a spool (report order)."""
+    spool = Spool()
     async with sessions() as session:
         run = await session.get(ScanRun, scan_id)
         if run is None:
             raise UnknownScan(scan_id)
-        rows = (
-            await session.execute(
-                select(ScanObservation, ScanEndpoint)
-                .join(ScanEndpoint, ScanEndpoint.id == ScanObservation.endpoint_id)
-                .where(ScanObservation.scan_id == scan_id)
-                .order_by(ScanObservation.id)
-            )
-        ).all()
-        findings = (
-            await session.scalars(
-                select(ScanFinding).where(ScanFinding.scan_id == scan_id).order_by(ScanFinding.id)
-            )
-        ).all()
-        wanted = {digest for obs, _ in rows for digest in obs.chain}
-        ders: dict[str, bytes] = {}
-        if wanted:
-            for cert in await session.scalars(
-                select(ScannedCertificate).where(ScannedCertificate.sha256.in_(wanted))
-            ):
-                ders[cert.sha256] = cert.der
+        head = (run.id, run.status, run.started_at, run.finished_at, run.parameters)
+        last_id = 0
+        while True:
+            rows = (
+                await session.execute(
+                    select(ScanObservation, ScanEndpoint)
+                    .join(ScanEndpoint, ScanEndpoint.id == ScanObservation.endpoint_id)
+                    .where(ScanObservation.scan_id == scan_id, ScanObservation.id > last_id)
+                    .order_by(ScanObservation.id)
+                    .limit(_PAGE)
+                )
+            ).all()
+            if not rows:
+                break
+            last_id = rows[-1][0].id
+            await _spool_page(session, scan_id, rows, spool)
+            session.expunge_all()  # let the page's ORM objects go
+    scan_id_, status, started, finished, parameters = head
+    return StoredScan(
+        scan_id=scan_id_,
+        status=status,
+        started=started,
+        finished=finished,
+        parameters=parameters,
+        summary=ScanSummary(Counter(spool.by_status), Counter(spool.by_code), spool),
+    )
+
+
+async def _spool_page(
+    session: AsyncSession,
+    scan_id: str,
+    rows: Sequence[Row[ScanObservation, ScanEndpoint]],
+    spool: Spool,
+) -> None:
+    endpoint_ids = {endpoint.id for _, endpoint in rows}
+    findings = (
+        await session.scalars(
+            select(ScanFinding)
+            .where(ScanFinding.scan_id == scan_id, ScanFinding.endpoint_id.in_(endpoint_ids))
+            .order_by(ScanFinding.id)
+        )
+    ).all()
+    wanted = {digest for obs, _ in rows for digest in obs.chain}
+    ders: dict[str, bytes] = {}
+    if wanted:
+        for cert in await session.scalars(
+            select(ScannedCertificate).where(ScannedCertificate.sha256.in_(wanted))
+        ):
+            ders[cert.sha256] = cert.der
     by_endpoint: dict[int, list[Finding]] = {}
     for row in findings:
         by_endpoint.setdefault(row.endpoint_id, []).append(
             Finding(row.code, row.detail, row.cert_sha256)
         )
-    reports: list[EndpointReport] = []
-    by_status: Counter[str] = Counter()
-    by_code: Counter[str] = Counter()
     for obs, endpoint in rows:
         job = ProbeJob(
             ip=endpoint.ip,
@@ -105,19 +142,8 @@ async def load_scan(sessions: async_sessionmaker[AsyncSession], scan_id: str) ->
             ocsp_stapling=obs.ocsp_stapling,
         )
         endpoint_findings = by_endpoint.get(endpoint.id, [])
-        reports.append(EndpointReport(job, result, endpoint_findings))
-        by_status[result.status.value] += 1
-        by_code.update(f.code for f in endpoint_findings)
-    # The runner's order: by ip, port, then SNI (none first).
-    reports.sort(key=lambda r: (r.job.ip, r.job.port, r.job.sni or ""))
-    return StoredScan(
-        scan_id=run.id,
-        status=run.status,
-        started=run.started_at,
-        finished=run.finished_at,
-        parameters=run.parameters,
-        summary=ScanSummary(reports, by_status, by_code),
-    )
+        # The spool sorts into the runner's order: by ip, port, then SNI (none first).
+        spool.add(report_json.record(EndpointReport(job, result, endpoint_findings)))
 
 
 async def previous_scan_id(sessions: async_sessionmaker[AsyncSession], scan_id: str) -> str | None:

@@ -62,9 +62,45 @@ def peer_chain(ssl_object: Any) -> list[bytes]:
     return [leaf] if leaf else []
 
 
+_READ_SIZE = 16 * 1024 + 256  # one TLS record (RFC 8446 §5.2: 2^14 plus overhead)
+
+
 def _close(writer: asyncio.StreamWriter) -> None:
     # abort(): no close_notify round trip; a scan does not wait for polite goodbyes.
     writer.transport.abort()
+
+
+async def handshake(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    ctx: ssl.SSLContext,
+    sni: str | None,
+) -> ssl.SSLObject:
+    """The TLS handshake over memory BIOs on the plain stream, and nothing after it.
+
+    Not ``StreamWriter.start_tls``: asyncio's SSL transport gives every connection a 256 KiB
+    read buffer (asyncio.sslproto.SSLProtocol.max_size), which at a scan's concurrency is most of
+    its memory; a scan only needs the handshake, whose records are a few KiB.
+    """
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    # server_hostname None: no SNI extension at all (RFC 6066 §3).
+    tls = ctx.wrap_bio(incoming, outgoing, server_side=False, server_hostname=sni)
+    while True:
+        try:
+            tls.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            pending = outgoing.read()
+            if pending:
+                writer.write(pending)
+            data = await reader.read(_READ_SIZE)
+            if not data:
+                raise ConnectionResetError("connection closed during the TLS handshake") from None
+            incoming.write(data)
+    pending = outgoing.read()  # TLS 1.3: the client's Finished; sent as a courtesy
+    if pending:
+        writer.write(pending)
+    return tls
 
 
 async def probe(job: ProbeJob, ctx: ssl.SSLContext, *, seconds: float) -> ProbeResult:
@@ -83,9 +119,7 @@ async def probe(job: ProbeJob, ctx: ssl.SSLContext, *, seconds: float) -> ProbeR
             preamble = PREAMBLES.get(job.protocol)
             if preamble is not None:
                 await preamble(reader, writer, job.sni or job.host or job.ip)
-            # server_hostname None: no SNI extension at all (RFC 6066 §3).
-            await writer.start_tls(ctx, server_hostname=job.sni)
-        ssl_object = writer.get_extra_info("ssl_object")
+            ssl_object = await handshake(reader, writer, ctx, job.sni)
         cipher = ssl_object.cipher()
         return ProbeResult(
             job,
