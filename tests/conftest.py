@@ -1,6 +1,9 @@
 """Fixtures shared by every test directory.
 
 * ``postgres_admin_url``: the test cluster started by ``make test`` (CERTYARD_TEST_POSTGRES_URL).
+* an autouse reset of structlog's configuration, so a test that ran a command in-process
+  (``certyard.cli.main`` configures logging, e.g. at level "warning") does not filter the log
+  events a later test captures with ``structlog.testing.capture_logs``.
 * ``db_url``: a database URL, parametrized over SQLite (a file in tmp_path) and PostgreSQL (a
   fresh database on the test cluster, dropped afterwards). Test ids end in ``[sqlite]`` /
   ``[postgres]``; ``-m "not postgres"`` deselects the PostgreSQL half.
@@ -12,9 +15,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 from tests.support import postgres
 from tests.support.tools import missing
+
+
+@pytest.fixture(autouse=True)
+def _default_structlog() -> Iterator[None]:
+    structlog.reset_defaults()
+    yield
 
 
 @pytest.fixture(scope="session")
