@@ -10,6 +10,9 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
+import secrets
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,6 +38,7 @@ from renewal.runner import (
 from storage.engine import create_engine, is_sqlite, migrate, session_factory
 from storage.models import Certificate
 from storage.models_renewal import RenewalItem
+from storage.repositories import leases
 
 if TYPE_CHECKING:
     from certyard.wiring import Services
@@ -243,14 +247,39 @@ def print_run(result: RunResult, stream: TextIO) -> None:
         print("  nothing to do", file=stream)
 
 
+# One real pass at a time across processes and instances - `renew run`, the scheduler's renew
+# job and the admin API alike - or two would act on the same certificates; the lease lapses by
+# itself if a process dies mid-pass.
+RUN_LEASE = "renewal:pass"
+RUN_LEASE_TTL = dt.timedelta(hours=1)
+
+
+class PassRunning(Exception):
+    """Another real renewal pass holds the lease."""
+
+
 async def renewal_pass(
     settings: Settings, sessions: async_sessionmaker[AsyncSession], *, dry_run: bool = False
 ) -> RunResult:
-    """One pass of the queue (what `renew run` does; the scheduler can call it too)."""
+    """One pass of the queue (what `renew run` does; the scheduler and the admin API call it
+    too). Raises PassRunning when another real pass is running; a dry run never waits."""
     now = _now()
-    queue = await load_queue(sessions, settings.renewal, now)
     if dry_run:
+        queue = await load_queue(sessions, settings.renewal, now)
         return await RenewalRunner(sessions, settings.renewal).run(queue, now, dry_run=True)
+    owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+    if not await leases.acquire(sessions, RUN_LEASE, owner, now, RUN_LEASE_TTL):
+        raise PassRunning("another renewal pass is running; try again later")
+    try:
+        return await _real_pass(settings, sessions, now)
+    finally:
+        await leases.release(sessions, RUN_LEASE, owner)
+
+
+async def _real_pass(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession], now: dt.datetime
+) -> RunResult:
+    queue = await load_queue(sessions, settings.renewal, now)
     sink = _sink(settings, sessions)
     deployer, services = await _deployer(settings, queue, sink)
     try:
@@ -341,7 +370,11 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
                 print_plan(queue, sys.stdout)
             return 0
         if command == "run":
-            result = await renewal_pass(settings, sessions, dry_run=args.dry_run)
+            try:
+                result = await renewal_pass(settings, sessions, dry_run=args.dry_run)
+            except PassRunning as exc:
+                print(f"certyard: {exc}", file=sys.stderr)
+                return 1
             if args.json:
                 document = {
                     "run": result.run_id,

@@ -14,7 +14,6 @@ import base64
 import binascii
 import datetime as dt
 import json
-import secrets
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -25,19 +24,19 @@ from admin_api.pagination import Sort, page
 from admin_api.problems import Problem
 from admin_api.registry import Registry
 from admin_api.schemas import Empty, Model, Page, PageQuery
-from certyard.renew_commands import UsageError, entry_json, renewal_pass
+from certyard.renew_commands import (
+    PassRunning,
+    UsageError,
+    entry_json,
+    renewal_pass,
+)
 from renewal.config import RenewalSettings
 from renewal.queue import QueueEntry, load_queue
 from storage.models_renewal import RenewalAction, RenewalPolicyRow, RenewalRun
-from storage.repositories import leases
 
 routes = Registry("Renewal")
 
 RUN_SORT = Sort(columns={"started_at": RenewalRun.started_at}, id_column=RenewalRun.id)
-# One real pass started through the API at a time, across instances (a second click would act
-# on the same certificates twice); the lease lapses by itself if the process dies mid-pass.
-RUN_LEASE = "renewal:api-pass"
-RUN_LEASE_TTL = dt.timedelta(hours=1)
 
 
 def only_global(call: Call[Any, Any]) -> None:
@@ -309,18 +308,13 @@ async def start_renewal_run(call: Call[Empty, RunStart]) -> PassOut:
     dry_run = call.body.dry_run
     call.audit["dry_run"] = dry_run
     sessions = call.services.sessions
-    owner = "admin-api:" + secrets.token_hex(8)
-    if not dry_run and not await leases.acquire(
-        sessions, RUN_LEASE, owner, call.now, RUN_LEASE_TTL
-    ):
-        raise Problem(409, "a renewal pass started through the API is running; try again later")
     try:
+        # One real pass at a time, whoever started it (certyard.renew_commands.RUN_LEASE).
         result = await renewal_pass(settings, sessions, dry_run=dry_run)
+    except PassRunning as exc:
+        raise Problem(409, str(exc)) from None
     except UsageError as exc:  # the [notify] configuration cannot be used: nothing was done
         raise Problem(503, f"the renewal pass cannot start: {exc}") from None
-    finally:
-        if not dry_run:
-            await leases.release(sessions, RUN_LEASE, owner)
     call.audit["run"] = result.run_id
     call.audit["actions"] = len(result.actions)
     return PassOut(

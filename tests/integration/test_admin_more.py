@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from admin_api.resources.renewal import RUN_LEASE
+from certyard.renew_commands import RUN_LEASE
 from ct_monitor.state import CTStore, LogState, MatchRecord
 from deploy import repository
 from deploy.targets import Endpoint, Target

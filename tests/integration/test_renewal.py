@@ -413,3 +413,31 @@ async def test_est_and_ssh_methods(world: World, capsys: pytest.CaptureFixture[s
     result = await runner.run(queue, _utc_now(), dry_run=False)
     skipped = [a for a in result.actions if a.method == "ssh"]
     assert [(a.action, a.detail) for a in skipped] == [("skipped", "skipped: deploy unavailable")]
+
+
+async def test_one_real_pass_at_a_time(db_url: str) -> None:
+    """`renew run`, the scheduler's job and the admin API share one lease: while another pass
+    holds it, a real pass is refused (a dry run is not)."""
+    import datetime as dt
+
+    from certyard.renew_commands import RUN_LEASE, PassRunning, renewal_pass
+    from certyard.settings import load_settings
+    from storage.engine import create_engine, migrate, session_factory
+    from storage.repositories import leases
+
+    engine = create_engine(db_url)
+    try:
+        await migrate(engine)
+        sessions = session_factory(engine)
+        settings = load_settings(None)
+        now = dt.datetime.now(dt.UTC)
+        assert await leases.acquire(sessions, RUN_LEASE, "elsewhere", now, dt.timedelta(minutes=5))
+        with pytest.raises(PassRunning):
+            await renewal_pass(settings, sessions)
+        dry = await renewal_pass(settings, sessions, dry_run=True)
+        assert dry.dry_run
+        await leases.release(sessions, RUN_LEASE, "elsewhere")
+        done = await renewal_pass(settings, sessions)
+        assert done.run_id is not None and not done.dry_run
+    finally:
+        await engine.dispose()
