@@ -1,9 +1,10 @@
 """Fixtures shared by every test directory.
 
 * ``postgres_admin_url``: the test cluster started by ``make test`` (CERTYARD_TEST_POSTGRES_URL).
-* an autouse reset of structlog's configuration, so a test that ran a command in-process
-  (``certyard.cli.main`` configures logging, e.g. at level "warning") does not filter the log
-  events a later test captures with ``structlog.testing.capture_logs``.
+* an autouse logging configuration per test: level info, to stderr, so a test that
+  ran a command in-process (``certyard.cli.main`` configures logging, e.g. at level "warning")
+  does not filter the events a later test captures with ``structlog.testing.capture_logs``,
+  and log lines of servers running in the test never mix into a command's standard output.
 * ``db_url``: a database URL, parametrized over SQLite (a file in tmp_path) and PostgreSQL (a
   fresh database on the test cluster, dropped afterwards). Test ids end in ``[sqlite]`` /
   ``[postgres]``; ``-m "not postgres"`` deselects the PostgreSQL half.
@@ -15,15 +16,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import structlog
 
+from certyard.logs import configure_logging
 from tests.support import postgres
 from tests.support.tools import missing
 
 
 @pytest.fixture(autouse=True)
-def _default_structlog() -> Iterator[None]:
-    structlog.reset_defaults()
+def _test_logging() -> Iterator[None]:
+    configure_logging("info", "console")
     yield
 
 
