@@ -17,6 +17,7 @@ from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.sql.elements import ColumnElement
 
 from admin_api.auth import Principal
+from admin_api.problems import Problem
 from storage.models_admin import NamespaceBinding
 
 
@@ -42,3 +43,9 @@ def restrict(
 def global_only(principal: Principal) -> bool:
     """A global resource is visible to principals without a namespace only."""
     return principal.namespace is None
+
+
+def require_global(principal: Principal, refusal: str) -> None:
+    """403 with ``refusal`` for a namespace-bound principal: the resource spans namespaces."""
+    if not global_only(principal):
+        raise Problem(403, refusal)

@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Select, select
 
 from admin_api.context import Call
+from admin_api.namespaces import require_global
 from admin_api.pagination import Sort, export_response, page
 from admin_api.problems import Problem
 from admin_api.registry import Registry
@@ -107,11 +108,7 @@ class VerifyOut(BaseModel):
 AuditPage = Page[AuditEventOut]
 
 
-def _only_global(call: Call[Any, Any]) -> None:
-    if call.principal.namespace is not None:
-        raise Problem(
-            403, "the audit trail spans every namespace; a namespace-bound principal cannot read it"
-        )
+REFUSAL = "the audit trail spans every namespace; a namespace-bound principal cannot read it"
 
 
 def _utc(when: dt.datetime) -> dt.datetime:
@@ -171,7 +168,7 @@ def _out(entry: AuditEntry) -> AuditEventOut:
     response=AuditPage,
 )
 async def list_audit_events(call: Call[AuditQuery, None]) -> AuditPage:
-    _only_global(call)
+    require_global(call.principal, REFUSAL)
     q = call.query
     async with call.services.sessions() as session:
         rows, cursor = await page(
@@ -193,7 +190,7 @@ async def list_audit_events(call: Call[AuditQuery, None]) -> AuditPage:
     response=AuditEventOut,
 )
 async def get_audit_event(call: Call[Empty, None]) -> AuditEventOut:
-    _only_global(call)
+    require_global(call.principal, REFUSAL)
     raw = call.path["seq"]
     if not raw.isdigit() or int(raw) > MAX_SEQ:
         raise Problem(404, f"no audit entry {raw}")
@@ -219,7 +216,7 @@ def _wants_ndjson(request: web.Request) -> bool:
     export=True,
 )
 async def export_audit_events(call: Call[AuditExportQuery, None]) -> Any:
-    _only_global(call)
+    require_global(call.principal, REFUSAL)
     q = call.query
     stmt = _filtered(q).where(AuditEntryRow.seq > q.after).order_by(AuditEntryRow.seq)
     if _wants_ndjson(call.request):
@@ -276,7 +273,7 @@ async def _stream_lines(
     response=VerifyOut,
 )
 async def verify_audit_trail(call: Call[Empty, None]) -> VerifyOut:
-    _only_global(call)
+    require_global(call.principal, REFUSAL)
     sessions = call.services.sessions
     backend = call.services.key_backend
     try:

@@ -9,12 +9,13 @@ namespace-bound principal is refused (403) like for the audit trail.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, StringConstraints
 from sqlalchemy import String, cast, select
 
 from admin_api.context import Call
+from admin_api.namespaces import require_global
 from admin_api.pagination import Sort, page
 from admin_api.problems import Problem
 from admin_api.registry import Registry
@@ -34,11 +35,7 @@ WatchText = Annotated[
 ]
 
 
-def only_global(call: Call[Any, Any]) -> None:
-    if call.principal.namespace is not None:
-        raise Problem(
-            403, "the CT monitor serves every namespace; a namespace-bound principal cannot use it"
-        )
+REFUSAL = "the CT monitor serves every namespace; a namespace-bound principal cannot use it"
 
 
 class WatchOut(BaseModel):
@@ -119,7 +116,7 @@ def _utc(when: dt.datetime) -> dt.datetime:
     response=WatchPage,
 )
 async def list_ct_watch(call: Call[WatchQuery, None]) -> WatchPage:
-    only_global(call)
+    require_global(call.principal, REFUSAL)
     q = call.query
     async with call.services.sessions() as session:
         rows, cursor = await page(
@@ -145,7 +142,7 @@ async def list_ct_watch(call: Call[WatchQuery, None]) -> WatchPage:
     response=WatchAdded,
 )
 async def add_ct_watch(call: Call[Empty, WatchAdd]) -> WatchAdded:
-    only_global(call)
+    require_global(call.principal, REFUSAL)
     try:
         pattern = parse_watch_item(call.body.pattern).pattern
     except WatchListError as exc:
@@ -163,7 +160,7 @@ async def add_ct_watch(call: Call[Empty, WatchAdd]) -> WatchAdded:
     summary="Stop watching a name or domain (404 when it is not watched)",
 )
 async def remove_ct_watch(call: Call[Empty, None]) -> None:
-    only_global(call)
+    require_global(call.principal, REFUSAL)
     raw = call.path["pattern"]
     try:
         pattern = parse_watch_item(raw).pattern
@@ -185,7 +182,7 @@ async def remove_ct_watch(call: Call[Empty, None]) -> None:
     response=MatchPage,
 )
 async def list_ct_matches(call: Call[MatchQuery, None]) -> MatchPage:
-    only_global(call)
+    require_global(call.principal, REFUSAL)
     q = call.query
     stmt = select(CTMatch)
     if q.name is not None:
@@ -243,7 +240,7 @@ def _match_out(row: CTMatch) -> MatchOut:
 )
 async def list_ct_logs(call: Call[Empty, None]) -> LogList:
     """What ``certyard ct status --json`` prints, one item per log the monitor has state for."""
-    only_global(call)
+    require_global(call.principal, REFUSAL)
     states = await CTStore(call.services.sessions, call.services.clock).all_states()
     items = []
     for state in states:

@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from admin_api.context import Call
+from admin_api.namespaces import require_global
 from admin_api.pagination import Sort, page
 from admin_api.problems import Problem
 from admin_api.registry import Registry
@@ -29,12 +30,7 @@ TARGET_SORT = Sort(columns={"name": DeployTarget.name}, id_column=DeployTarget.n
 RUN_SORT = Sort(columns={"started_at": DeployRun.started_at}, id_column=DeployRun.id)
 
 
-def only_global(call: Call[Any, Any]) -> None:
-    if call.principal.namespace is not None:
-        raise Problem(
-            403,
-            "deployment targets span every namespace; a namespace-bound principal cannot read them",
-        )
+REFUSAL = "deployment targets span every namespace; a namespace-bound principal cannot read them"
 
 
 class TargetQuery(PageQuery):
@@ -143,7 +139,7 @@ def _target_out(row: DeployTarget) -> TargetOut:
     response=TargetPage,
 )
 async def list_deploy_targets(call: Call[TargetQuery, None]) -> TargetPage:
-    only_global(call)
+    require_global(call.principal, REFUSAL)
     q = call.query
     async with call.services.sessions() as session:
         rows, cursor = await page(
@@ -165,7 +161,7 @@ async def list_deploy_targets(call: Call[TargetQuery, None]) -> TargetPage:
     response=TargetOut,
 )
 async def get_deploy_target(call: Call[Empty, None]) -> TargetOut:
-    only_global(call)
+    require_global(call.principal, REFUSAL)
     name = call.path["name"]
     async with call.services.sessions() as session:
         row = await session.get(DeployTarget, name)
@@ -183,7 +179,7 @@ async def get_deploy_target(call: Call[Empty, None]) -> TargetOut:
     response=RunPage,
 )
 async def list_deploy_runs(call: Call[RunQuery, None]) -> RunPage:
-    only_global(call)
+    require_global(call.principal, REFUSAL)
     q = call.query
     stmt = select(DeployRun)
     if q.target is not None:

@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from admin_api.context import Call
+from admin_api.namespaces import require_global
 from admin_api.pagination import Sort, page
 from admin_api.problems import Problem
 from admin_api.registry import Registry
@@ -39,12 +40,7 @@ routes = Registry("Renewal")
 RUN_SORT = Sort(columns={"started_at": RenewalRun.started_at}, id_column=RenewalRun.id)
 
 
-def only_global(call: Call[Any, Any]) -> None:
-    if call.principal.namespace is not None:
-        raise Problem(
-            403,
-            "the renewal queue spans every namespace; a namespace-bound principal cannot use it",
-        )
+REFUSAL = "the renewal queue spans every namespace; a namespace-bound principal cannot use it"
 
 
 class QueueQuery(PageQuery):
@@ -174,7 +170,7 @@ def _renewal_settings(call: Call[Any, Any]) -> RenewalSettings:
 )
 async def list_renewal_queue(call: Call[QueueQuery, None]) -> QueuePage:
     """What ``certyard renew plan --json`` prints, computed now."""
-    only_global(call)
+    require_global(call.principal, REFUSAL)
     q = call.query
     entries = await load_queue(call.services.sessions, _renewal_settings(call), call.now)
     if q.state is not None:
@@ -205,7 +201,7 @@ async def list_renewal_queue(call: Call[QueueQuery, None]) -> QueuePage:
 async def list_renewal_policies(call: Call[Empty, None]) -> PolicyList:
     """The ``renewal_policies`` table: every ``certyard renew run`` (and every pass started
     here) writes the configured policies there, so this shows what the last pass applied."""
-    only_global(call)
+    require_global(call.principal, REFUSAL)
     async with call.services.sessions() as session:
         rows = (
             await session.scalars(select(RenewalPolicyRow).order_by(RenewalPolicyRow.position))
@@ -251,7 +247,7 @@ def _action_out(a: RenewalAction) -> ActionOut:
 )
 async def list_renewal_runs(call: Call[RunQuery, None]) -> RunPage:
     """What ``certyard renew history --json`` prints."""
-    only_global(call)
+    require_global(call.principal, REFUSAL)
     q = call.query
     stmt = select(RenewalRun)
     if q.status is not None:
@@ -301,7 +297,7 @@ async def list_renewal_runs(call: Call[RunQuery, None]) -> RunPage:
 )
 async def start_renewal_run(call: Call[Empty, RunStart]) -> PassOut:
     """What ``certyard renew run [--dry-run] --json`` does; the pass runs before the answer."""
-    only_global(call)
+    require_global(call.principal, REFUSAL)
     settings = call.services.app_settings
     if settings is None:
         raise Problem(501, "this admin listener was started without the renewal configuration")
