@@ -15,25 +15,21 @@ SQLite only: the storage paths are covered on both databases by test_deploy_ssh.
 
 from __future__ import annotations
 
-import datetime as dt
-import hashlib
 import json
 import os
-import socket
-import ssl
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from certyard.cli import main
-from tests.support.reloading_tls_server import ReloadingTlsProcess
+from tests.support.reloading_tls_server import (
+    ReloadingTlsProcess,
+    install_near_expiry_certificate,
+    served_sha256,
+)
 from tests.support.server import certyard_command, free_port
 from tests.support.ssh_target import SshTarget
 from tests.support.tools import REPO_ROOT, require_tool
@@ -86,47 +82,6 @@ class Env:
         ]  # fmt: skip
 
 
-def _self_signed(srv: Path) -> None:
-    """The certificate in service before certyard manages it: self-signed, expiring soon."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, NAME)])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=88))
-        .not_valid_after(now + dt.timedelta(days=2))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(NAME)]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    pem = cert.public_bytes(serialization.Encoding.PEM)
-    (srv / "cert.pem").write_bytes(pem)
-    (srv / "fullchain.pem").write_bytes(pem)
-    (srv / "key.pem").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    os.chmod(srv / "key.pem", 0o600)
-
-
-def served_sha256(port: int) -> str:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
-    with (
-        socket.create_connection(("127.0.0.1", port), timeout=5) as sock,
-        ctx.wrap_socket(sock, server_hostname=NAME) as tls,
-    ):
-        der = tls.getpeercert(binary_form=True)
-    assert der is not None
-    return hashlib.sha256(der).hexdigest()
-
-
 @pytest.fixture
 def env(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
@@ -134,7 +89,7 @@ def env(
     require_tool("openssl")
     srv = tmp_path / "srv"
     srv.mkdir()
-    _self_signed(srv)
+    install_near_expiry_certificate(srv, NAME)
     ssh = SshTarget(tmp_path / "ssh")
     tls = ReloadingTlsProcess(
         srv / "fullchain.pem",
@@ -210,13 +165,13 @@ def test_target_add_refuses_without_a_pinned_host_key_then_deploys(env: Env) -> 
     assert init.returncode == 0, init.stderr
     dry = env.certyard("deploy", "run", "web", "--dry-run")
     assert dry.returncode == 0 and "dry_run" in dry.stdout, dry.stdout + dry.stderr
-    old = served_sha256(env.tls.port)
+    old = served_sha256(env.tls.port, NAME)
 
     deployed = env.certyard("deploy", "run", "web", "--json")
     assert deployed.returncode == 0, deployed.stdout + deployed.stderr
     outcome = json.loads(deployed.stdout)
     assert outcome["status"] == "deployed"
-    assert served_sha256(env.tls.port) == outcome["certificate_sha256"] != old
+    assert served_sha256(env.tls.port, NAME) == outcome["certificate_sha256"] != old
 
     # The host is re-installed: deployments stop until the operator pins the new key.
     env.ssh.rotate_host_key()

@@ -15,8 +15,6 @@ import datetime as dt
 import grp
 import hashlib
 import os
-import socket
-import ssl
 import stat
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -43,7 +41,7 @@ from storage.engine import create_engine, migrate, session_factory
 from storage.models import Certificate, ScanEndpoint, ScanObservation, ScanRun
 from storage.models_deploy import DeployRun
 from storage.repositories import leases
-from tests.support.reloading_tls_server import ReloadingTlsProcess
+from tests.support.reloading_tls_server import ReloadingTlsProcess, served_sha256
 from tests.support.server import free_port
 from tests.support.ssh_target import SshTarget
 from tests.support.tools import require_tool
@@ -95,18 +93,8 @@ class Rig:
         return target
 
 
-def served_sha256(port: int, sni: str = NAME) -> str:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        with ctx.wrap_socket(sock, server_hostname=sni) as tls:
-            der = tls.getpeercert(binary_form=True)
-    assert der is not None
-    return hashlib.sha256(der).hexdigest()
-
-
 async def served(port: int) -> str:
-    return await asyncio.to_thread(served_sha256, port)
+    return await asyncio.to_thread(served_sha256, port, NAME)
 
 
 @pytest.fixture

@@ -34,8 +34,6 @@ import datetime as dt
 import hashlib
 import json
 import os
-import socket
-import ssl
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -45,13 +43,15 @@ from typing import Any
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 
 from certyard.cli import main
 from tests.support.notify_receiver import WebhookReceiver
-from tests.support.reloading_tls_server import ReloadingTlsProcess
+from tests.support.reloading_tls_server import (
+    ReloadingTlsProcess,
+    install_near_expiry_certificate,
+    served_sha256,
+)
 from tests.support.server import certyard_command, free_port
 from tests.support.ssh_target import SshTarget
 from tests.support.tools import REPO_ROOT, require_tool
@@ -152,50 +152,6 @@ class Loop:
         return [e for e in self.hook.events() if e["kind"] in FAILURE_KINDS]
 
 
-def _near_expiry_certificate(srv: Path) -> str:
-    """The certificate in service before certyard manages it: self-signed, 88 of its 90 days
-    gone. Returns its SHA-256."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, NAME)])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=88))
-        .not_valid_after(now + dt.timedelta(days=2))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(NAME)]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    pem = cert.public_bytes(serialization.Encoding.PEM)
-    (srv / "cert.pem").write_bytes(pem)
-    (srv / "fullchain.pem").write_bytes(pem)
-    (srv / "key.pem").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    os.chmod(srv / "key.pem", 0o600)
-    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
-
-
-def served_sha256(port: int) -> str:
-    """What the endpoint serves, seen by a plain TLS client (independent of certyard)."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
-    with (
-        socket.create_connection(("127.0.0.1", port), timeout=5) as sock,
-        ctx.wrap_socket(sock, server_hostname=NAME) as tls,
-    ):
-        der = tls.getpeercert(binary_form=True)
-    assert der is not None
-    return hashlib.sha256(der).hexdigest()
-
-
 def _write_config(tmp: Path, tls_port: int, hook_url: str) -> Path:
     secret = tmp / "hook.secret"
     secret.write_bytes(SECRET)
@@ -247,7 +203,7 @@ def loop(
         monkeypatch.delenv(name)  # only the configuration file written here counts
     srv = tmp_path / "srv"
     srv.mkdir()
-    _near_expiry_certificate(srv)
+    install_near_expiry_certificate(srv, NAME)
     ssh = SshTarget(tmp_path / "ssh")
     tls = ReloadingTlsProcess(
         srv / "fullchain.pem",
@@ -277,7 +233,7 @@ def _discover_and_plan(loop: Loop, reload_command: str) -> str:
     init = loop.certyard("ca", "init")
     assert init.returncode == 0, init.stderr
     loop.add_target(reload_command)
-    old = served_sha256(loop.tls.port)
+    old = served_sha256(loop.tls.port, NAME)
 
     loop.scan("discovery")
     plan = loop.plan()
@@ -295,7 +251,7 @@ def _discover_and_plan(loop: Loop, reload_command: str) -> str:
     assert [(a["action"], a["detail"]) for a in planned] == [
         ("deployed", "would deploy target web")
     ]
-    assert served_sha256(loop.tls.port) == old  # the dry run changed nothing
+    assert served_sha256(loop.tls.port, NAME) == old  # the dry run changed nothing
     return old
 
 
@@ -319,7 +275,7 @@ def test_near_expiry_certificate_is_discovered_renewed_deployed_and_verified(loo
     assert action["detail"].startswith("web: ")
 
     # Verify, independently of the deployer: a plain TLS client sees a certyard certificate.
-    new = served_sha256(loop.tls.port)
+    new = served_sha256(loop.tls.port, NAME)
     assert new != old
     served = x509.load_pem_x509_certificate((loop.srv / "cert.pem").read_bytes())
     assert hashlib.sha256(served.public_bytes(serialization.Encoding.DER)).hexdigest() == new
@@ -369,7 +325,7 @@ def test_failed_reload_is_rolled_back_and_reported_once(loop: Loop) -> None:
     assert "reload" in action["detail"] and "previous files restored" in action["detail"]
 
     # The old certificate is still served and still in the files.
-    assert served_sha256(loop.tls.port) == old
+    assert served_sha256(loop.tls.port, NAME) == old
     on_disk = x509.load_pem_x509_certificate((loop.srv / "cert.pem").read_bytes())
     assert hashlib.sha256(on_disk.public_bytes(serialization.Encoding.DER)).hexdigest() == old
     assert loop.plan()[old]["state"] == "renew-due"
