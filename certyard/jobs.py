@@ -39,6 +39,7 @@ def build_registry(settings: Settings, services: Services) -> JobRegistry:
         return {"run_id": result.run_id, **result.summary()}
 
     async def scan_job(params: dict[str, Any]) -> dict[str, Any]:
+        from scanner.config import ScanSettings
         from scanner.runner import ScanOptions
         from scanner.scan import ScanRequest, scan
         from scanner.targets import parse_ports
@@ -46,9 +47,9 @@ def build_registry(settings: Settings, services: Services) -> JobRegistry:
         targets = params.get("targets")
         if not isinstance(targets, list) or not targets:
             raise JobParameterError("a scan job needs params.targets, a list of targets")
-        conf = settings.scan.model_copy(
-            update={k: v for k, v in params.items() if k not in ("targets", "ports")}
-        )
+        # Validated like the [scan] section itself (model_copy would take any value unchecked).
+        overrides = {k: v for k, v in params.items() if k not in ("targets", "ports")}
+        conf = ScanSettings.model_validate({**settings.scan.model_dump(), **overrides})
         ports = params.get("ports", conf.ports)
         request = ScanRequest(
             targets=[str(t) for t in targets],
