@@ -33,8 +33,12 @@ def build_registry(settings: Settings, services: Services) -> JobRegistry:
     async def renew(params: dict[str, Any]) -> dict[str, Any]:
         from certyard.renew_commands import renewal_pass
 
+        # The server's own CA for deployments, not a second key backend session.
         result = await renewal_pass(
-            settings, services.sessions, dry_run=bool(params.get("dry_run", False))
+            settings,
+            services.sessions,
+            dry_run=bool(params.get("dry_run", False)),
+            services=services,
         )
         return {"run_id": result.run_id, **result.summary()}
 

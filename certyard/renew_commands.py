@@ -200,17 +200,22 @@ def _expiry_check(
 
 
 async def _deployer(
-    settings: Settings, queue: Sequence[QueueEntry], sink: NotificationSink
+    settings: Settings,
+    queue: Sequence[QueueEntry],
+    sink: NotificationSink,
+    running: Services | None = None,
 ) -> tuple[TargetRenewer | None, Services | None]:
     """deploy/service.py's Deployer with the CA it issues through; only built when an "ssh"
-    entry needs it (building the CA opens the key backend). Returns it and the services to
-    close."""
+    entry needs it. Inside ``certyard serve`` (``running``) it uses the server's own CA;
+    elsewhere it opens one (the key backend), returned as the services to close."""
     if not any(e.needs_action and e.policy.method == "ssh" for e in queue):
         return None, None
     try:
         from deploy.service import Deployer
     except ImportError:
         return None, None
+    if running is not None:
+        return Deployer(running.sessions, running.issuance, settings.deploy, sink=sink), None
     from certyard.wiring import build_services
 
     try:
@@ -259,7 +264,11 @@ class PassRunning(Exception):
 
 
 async def renewal_pass(
-    settings: Settings, sessions: async_sessionmaker[AsyncSession], *, dry_run: bool = False
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    *,
+    dry_run: bool = False,
+    services: Services | None = None,
 ) -> RunResult:
     """One pass of the queue (what `renew run` does; the scheduler and the admin API call it
     too). Raises PassRunning when another real pass is running; a dry run never waits."""
@@ -271,17 +280,20 @@ async def renewal_pass(
     if not await leases.acquire(sessions, RUN_LEASE, owner, now, RUN_LEASE_TTL):
         raise PassRunning("another renewal pass is running; try again later")
     try:
-        return await _real_pass(settings, sessions, now)
+        return await _real_pass(settings, sessions, now, services)
     finally:
         await leases.release(sessions, RUN_LEASE, owner)
 
 
 async def _real_pass(
-    settings: Settings, sessions: async_sessionmaker[AsyncSession], now: dt.datetime
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    now: dt.datetime,
+    running: Services | None,
 ) -> RunResult:
     queue = await load_queue(sessions, settings.renewal, now)
     sink = _sink(settings, sessions)
-    deployer, services = await _deployer(settings, queue, sink)
+    deployer, services = await _deployer(settings, queue, sink, running)
     try:
         runner = RenewalRunner(
             sessions,
